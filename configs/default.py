@@ -1,0 +1,94 @@
+"""Base config: every hyper-parameter of distill_jax lives here.
+
+Dataset configs (`configs/sst2.py`, ...) override a few keys; the command line
+overrides any key with `--config.KEY=VALUE`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.mode = "distill"  # train | distill | evaluate
+  c.seed = 0
+
+  # Data. Empty strings mean the registry/environment defaults
+  # ($DISTILL_JAX_DATA_DIR, else ../shared/data beside the repo; "hub" = Hugging Face hub).
+  c.dataset = "sst2"
+  c.data_dir = ""
+  c.vocab = ""  # vocab.txt, a tokenizer directory or a hub id; "" = $DISTILL_JAX_VOCAB or bert-base-uncased
+  c.cache_dir = ""
+  c.train_split = ""
+  c.eval_split = ""
+  c.max_len = 64
+  c.train_limit = 0  # use only the first N rows (0 = all): for tests and smoke runs
+  c.eval_limit = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.size = "tiny"  # tiny | mini | small | medium | base | minilm-l6 (ignored with `pretrained`)
+  c.model.pretrained = ""  # HF checkpoint dir or hub id (config.json + weights)
+  c.model.dropout = 0.1
+  c.model.dtype = "float32"
+
+  # θ0 distribution, shared by distillation and evaluation.
+  c.init = ml_collections.ConfigDict()
+  c.init.kind = "random"  # random (paper) | pretrained (body from model.pretrained, fresh head) | fixed
+  c.init.fixed_word_embeddings = False  # same token-embedding table for every random θ0
+  c.init.seed = 0
+
+  # Full-data training (mode=train): the paper's Table 1.
+  c.train = ml_collections.ConfigDict()
+  c.train.optimizer = "adam"  # sgd | adam
+  c.train.learning_rate = 1e-3
+  c.train.momentum = 0.9
+  c.train.weight_decay = 0.01
+  c.train.warmup_steps = 100
+  c.train.batch_size = 32
+  c.train.epochs = 3
+  c.train.patience = 2
+  c.train.eval_batch_size = 256
+  c.train.chunk_steps = 100  # optimizer steps per jitted scan between progress lines
+
+  # Synthetic set (mode=distill).
+  c.n_per_class = 10
+  c.synthetic = ml_collections.ConfigDict()
+  c.synthetic.kind = "direct"  # direct (Wang et al.) | addressable (Deng & Russakovsky)
+  c.synthetic.num_bases = 0  # addressable: number of shared memories K
+  c.synthetic.init = "real"  # real (embedded real examples) | random (N(0, init_std))
+  c.synthetic.init_std = 0.02
+  c.synthetic.label_mode = "hard"  # hard | soft (learned softmax) | real (learned, unrestricted)
+
+  # Inner loop: the paper's momentum SGD with learned per-step step sizes.
+  c.inner_steps = 10
+  c.inner = ml_collections.ConfigDict()
+  c.inner.optimizer = "sgd"  # sgd (momentum) | adam (differentiable)
+  c.inner.momentum = 0.9
+  c.inner.lr = 0.01  # initial step size
+  c.inner.lr_param = "softplus"  # softplus | log
+  c.inner.batch_size = 0  # synthetic minibatch per step; 0 = the whole synthetic set
+  c.inner.remat = True
+  c.inner.remat_policy = "nothing_saveable"
+  c.inner.scan_unroll = 1
+
+  # Outer loop: Adam on the synthetic set and step sizes.
+  c.outer = ml_collections.ConfigDict()
+  c.outer.steps = 300
+  c.outer.lr = 1e-3  # for the synthetic data
+  c.outer.lr_lr = 1e-2  # for the raw step sizes
+  c.outer.clip = 1.0  # global-norm clipping of the meta-gradient (0 = off)
+  c.outer.real_batch_size = 64
+  c.outer.inits_per_step = 1
+  c.outer.log_every = 10
+  c.outer.checkpoint_every = 50
+
+  # Evaluation of a distilled set (mode=evaluate) and its baselines.
+  c.checkpoint = ""  # workdir (or its checkpoints/ folder) of a distillation run
+  c.evaluate = ml_collections.ConfigDict()
+  c.evaluate.seeds = 5
+  c.evaluate.init_kind = ""  # "" = the θ0 distribution used for distillation
+  c.evaluate.baselines = True  # random real subset of the same size, step size tuned on a grid
+  c.evaluate.lr_grid = (0.001, 0.003, 0.01, 0.03, 0.1)
+  c.evaluate.tune_rows = 1000  # held-out training rows used to tune the baseline's step size
+  c.evaluate.decode = True  # nearest-token decoding of the synthetic set, evaluated as a training set
+  c.evaluate.batch_size = 256
+  return c

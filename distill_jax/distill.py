@@ -1,0 +1,226 @@
+"""The outer loop (Algorithm 1): sample θ0, unroll the inner loop on the
+synthetic set, score θT on a real minibatch, and update the synthetic set and
+step sizes with Adam through the whole unroll. One `jit` per outer step."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from distill_jax import checkpoint, data, inner, metrics, modeling, synthetic
+from distill_jax.errors import UserError
+
+State = dict
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerSpec:
+  """Everything about the inner loop except the data it trains on."""
+
+  steps: int
+  batch_size: int  # per-step minibatch of the training set; 0 = the whole set each step
+  tx: Any  # optax direction (momentum trace or Adam moments)
+  lr_param: str
+  remat: bool = True
+  remat_policy: str = "nothing_saveable"
+  scan_unroll: int = 1
+
+  @classmethod
+  def from_config(cls, cfg: ml_collections.ConfigDict) -> "InnerSpec":
+    return cls(steps=cfg.inner_steps, batch_size=cfg.inner.batch_size,
+               tx=inner.direction(cfg.inner.optimizer, momentum=cfg.inner.momentum),
+               lr_param=cfg.inner.lr_param, remat=cfg.inner.remat,
+               remat_policy=cfg.inner.remat_policy, scan_unroll=cfg.inner.scan_unroll)
+
+
+def minibatch_indices(key: jax.Array, steps: int, size: int, batch: int) -> jax.Array:
+  """[steps, batch] indices: a fresh random subset of the set at each step (all of it if batch ≤ 0)."""
+  if batch <= 0 or batch >= size:
+    return jnp.broadcast_to(jnp.arange(size), (steps, size))
+  keys = jax.random.split(key, steps)
+  return jax.vmap(lambda k: jax.random.permutation(k, size)[:batch])(keys)
+
+
+def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key: jax.Array,
+                 spec: InnerSpec) -> tuple[modeling.Params, jax.Array]:
+  """θ0 → θT by the inner loop on `data` (synthetic embeddings or real token ids).
+
+  With embedding inputs the word-embedding table gets no gradient, so it is
+  kept out of the scan carry (smaller carry, smaller remat residuals).
+  """
+  frozen_keys = (modeling.WORD_EMBEDDINGS,) if "inputs_embeds" in data else ()
+  trainable, frozen = modeling.split_frozen(theta0, frozen_keys)
+  size = jax.tree_util.tree_leaves(data)[0].shape[0]
+  xs = minibatch_indices(key, lrs.shape[0], size, spec.batch_size)
+
+  def loss_fn(p, idx):
+    batch = jax.tree_util.tree_map(lambda a: a[idx], data)
+    loss, _ = modeling.loss_and_accuracy(model, modeling.merge(p, frozen), batch)
+    return loss, loss
+
+  p_t, _, losses = inner.unroll(loss_fn, trainable, xs, lrs, spec.tx, remat=spec.remat,
+                                remat_policy=spec.remat_policy, scan_unroll=spec.scan_unroll)
+  return modeling.merge(p_t, frozen), losses
+
+
+def sample_real_batch(key: jax.Array, real: dict, batch_size: int) -> dict:
+  n = real["labels"].shape[0]
+  idx = jax.random.choice(key, n, (min(batch_size, n),), replace=False)
+  return jax.tree_util.tree_map(lambda a: a[idx], real)
+
+
+def make_meta_loss(model, syn, init_fn: Callable, spec: InnerSpec, real_batch_size: int,
+                   inits_per_step: int) -> Callable:
+  """meta_loss(learned, static, key, real) -> (loss, metrics), averaged over θ0 samples."""
+
+  def meta_loss(learned, static, key, real):
+    k_init, k_inner, k_real = jax.random.split(key, 3)
+    data = syn.materialize(learned["data"], static)
+    lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
+    batch = sample_real_batch(k_real, real, real_batch_size)
+
+    def one_init(k):
+      theta_t, inner_losses = train_on_set(model, init_fn(k), data, lrs, k_inner, spec)
+      loss, acc = modeling.loss_and_accuracy(model, theta_t, batch)
+      return loss, (acc, inner_losses[0], inner_losses[-1])
+
+    losses, (accs, first, last) = jax.vmap(one_init)(jax.random.split(k_init, inits_per_step))
+    metrics = dict(meta_loss=jnp.mean(losses), meta_acc=jnp.mean(accs),
+                   inner_loss_first=jnp.mean(first), inner_loss_last=jnp.mean(last))
+    return jnp.mean(losses), metrics
+
+  return meta_loss
+
+
+def make_train_step(meta_loss: Callable, tx: optax.GradientTransformation, lr_param: str) -> Callable:
+  """One jitted outer step. A non-finite loss or gradient leaves the state unchanged
+  and reports `finite=False`, so the caller can stop with the last good state intact."""
+
+  def train_step(state: State, static: dict, real: dict) -> tuple[State, dict]:
+    key = jax.random.fold_in(state["rng"], state["step"])
+    (loss, metrics), grads = jax.value_and_grad(meta_loss, has_aux=True)(
+        state["learned"], static, key, real)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.array(
+        [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+    updates, opt_state = tx.update(grads, state["opt"], state["learned"])
+    learned = optax.apply_updates(state["learned"], updates)
+    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = dict(step=state["step"] + 1, rng=state["rng"],
+                     learned=keep(learned, state["learned"]), opt=keep(opt_state, state["opt"]))
+    lrs = synthetic.step_sizes(state["learned"]["lr"], lr_param)
+    metrics.update(grad_norm=optax.global_norm(grads), finite=finite,
+                   lr_min=jnp.min(lrs), lr_max=jnp.max(lrs), lr_mean=jnp.mean(lrs))
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def init_state(learned: dict, tx: optax.GradientTransformation, seed: int) -> State:
+  return dict(step=jnp.asarray(0, jnp.int32), rng=jax.random.PRNGKey(seed),
+              learned=learned, opt=tx.init(learned))
+
+
+# ---- driver -----------------------------------------------------------------
+
+# Config keys that fix the shapes of a checkpoint: resuming or evaluating with
+# other values cannot work, so they are checked before restoring.
+SHAPE_KEYS = ("dataset", "max_len", "n_per_class", "inner_steps", "model.size", "model.pretrained",
+              "synthetic.kind", "synthetic.num_bases", "synthetic.label_mode")
+
+
+def _get(cfg: dict, dotted: str):
+  for part in dotted.split("."):
+    cfg = cfg.get(part, None) if isinstance(cfg, dict) else None
+  return cfg
+
+
+def check_compatible(saved: dict, current: dict, where: str) -> None:
+  for key in SHAPE_KEYS:
+    if _get(saved, key) != _get(current, key):
+      raise UserError(f"checkpoint in {where} was written with {key}={_get(saved, key)!r} but the config "
+                      f"has {_get(current, key)!r}; use --config.{key}={_get(saved, key)!r} or a new --workdir")
+
+
+def build_synthetic(exp) -> tuple[Any, dict, dict]:
+  """The parametrisation, its initial learned params (data + raw step sizes) and static arrays."""
+  cfg = exp.cfg
+  c = exp.num_classes
+  shape = synthetic.SetShape(cfg.n_per_class * c, cfg.max_len, exp.model.config.hidden_size, c,
+                             cfg.synthetic.label_mode)
+  syn = synthetic.build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases)
+  idx = data.sample_per_class(exp.train.labels, cfg.n_per_class, c, cfg.seed)
+  labels = exp.train.labels[idx]
+  if cfg.synthetic.init == "real":
+    table = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))["embeddings"]["word_embeddings"]["embedding"]
+    embeds, masks = table[jnp.asarray(exp.train.input_ids[idx])], exp.train.attention_mask[idx]
+  elif cfg.synthetic.init == "random":
+    key = jax.random.PRNGKey(cfg.seed + 1)
+    embeds = cfg.synthetic.init_std * jax.random.normal(key, (shape.num_examples, shape.seq_len, shape.hidden))
+    masks = np.ones((shape.num_examples, shape.seq_len), np.int32)
+  else:
+    raise UserError(f"unknown synthetic.init {cfg.synthetic.init!r}; use 'real' or 'random'")
+  params, static = syn.init(embeds, masks, labels)
+  learned = {"data": params, "lr": synthetic.init_step_sizes(cfg.inner.lr, cfg.inner_steps, cfg.inner.lr_param)}
+  return syn, learned, static
+
+
+def outer_tx(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam on the synthetic data and, with its own learning rate, on the raw step sizes."""
+  labels = lambda learned: {"data": jax.tree_util.tree_map(lambda _: "data", learned["data"]), "lr": "lr"}
+  tx = optax.multi_transform({"data": optax.adam(cfg.outer.lr), "lr": optax.adam(cfg.outer.lr_lr)}, labels)
+  return optax.chain(optax.clip_by_global_norm(cfg.outer.clip), tx) if cfg.outer.clip else tx
+
+
+def make_problem(exp):
+  """Synthetic set, outer optimizer, jitted train step and initial state for `exp`."""
+  cfg = exp.cfg
+  syn, learned, static = build_synthetic(exp)
+  spec = InnerSpec.from_config(cfg)
+  tx = outer_tx(cfg)
+  meta_loss = make_meta_loss(exp.model, syn, exp.init_fn, spec, cfg.outer.real_batch_size,
+                             cfg.outer.inits_per_step)
+  step_fn = make_train_step(meta_loss, tx, spec.lr_param)
+  return syn, spec, step_fn, dict(state=init_state(learned, tx, cfg.seed), static=static)
+
+
+def distill_and_save(exp, workdir: str) -> dict:
+  """Runs (or resumes) distillation, checkpointing every `outer.checkpoint_every` steps."""
+  cfg = exp.cfg
+  _, _, step_fn, ckpt = make_problem(exp)
+  mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
+  if checkpoint.latest_step(mngr) is not None:
+    check_compatible(checkpoint.restore_config(mngr), cfg.to_dict(), mngr.directory)
+    ckpt = checkpoint.restore_state(mngr, ckpt)
+    logging.info("resumed from step %d", int(ckpt["state"]["step"]))
+  state, static = ckpt["state"], ckpt["static"]
+  real = exp.device_split(exp.train)
+  writer = metrics.Writer(workdir)
+  start = int(state["step"])
+  progress = metrics.Progress(cfg.outer.steps, start)
+  t0 = time.perf_counter()
+  for step in range(start, cfg.outer.steps):
+    new_state, m = step_fn(state, static, real)
+    if not bool(m["finite"]):
+      raise UserError(
+          f"non-finite meta-loss or meta-gradient at outer step {step} (step sizes "
+          f"{float(m['lr_min']):.3g}..{float(m['lr_max']):.3g}; likely cause: step sizes or outer.lr too large); "
+          f"lower --config.outer.lr/--config.outer.lr_lr or --config.inner.lr. Last good checkpoint: "
+          f"step {checkpoint.latest_step(mngr)} in {mngr.directory}")
+    state = new_state
+    done = step + 1
+    if done % cfg.outer.log_every == 0 or done == cfg.outer.steps:
+      m = {k: float(v) for k, v in m.items() if k != "finite"}
+      progress.log(done, **{k: m[k] for k in ("meta_loss", "meta_acc", "grad_norm", "lr_mean")})
+      writer.write(done, **m, seconds=time.perf_counter() - t0)
+    if done % cfg.outer.checkpoint_every == 0 or done == cfg.outer.steps:
+      checkpoint.save(mngr, done, dict(state=state, static=static), cfg.to_dict())
+  return dict(steps=int(state["step"]), seconds=time.perf_counter() - t0)

@@ -1,0 +1,156 @@
+"""Accuracy of trained models, and evaluation of distilled sets against baselines.
+
+Every model trained here — on a distilled set, a random real subset or decoded
+text — goes through `distill.train_on_set`, the same inner loop distillation
+differentiates through.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from distill_jax import checkpoint, data, decode, distill, modeling, synthetic
+
+
+def accuracy(model, params: modeling.Params, split: data.Split, batch_size: int = 256) -> float:
+  """Accuracy over the whole split; the last batch is padded so one compilation serves all."""
+  predict = _predict_fn(model)
+  correct, n = 0, len(split)
+  for start in range(0, n, batch_size):
+    ids = split.input_ids[start:start + batch_size]
+    mask = split.attention_mask[start:start + batch_size]
+    real = ids.shape[0]
+    if real < batch_size:
+      pad = ((0, batch_size - real), (0, 0))
+      ids, mask = np.pad(ids, pad), np.pad(mask, pad)
+    pred = np.asarray(predict(params, ids, mask))[:real]
+    correct += int((pred == split.labels[start:start + real]).sum())
+  return correct / max(n, 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _predict_fn(model) -> Callable:
+  @jax.jit
+  def predict(params, ids, mask):
+    logits = modeling.classify(model, params, dict(input_ids=ids, attention_mask=mask))
+    return jnp.argmax(logits, -1)
+  return predict
+
+
+def make_trainer(model, spec: distill.InnerSpec) -> Callable:
+  """jit(θ0 key, data, lrs) → θT; forward only, so no remat is needed."""
+  fwd = distill.InnerSpec(**{**spec.__dict__, "remat": False})
+
+  @jax.jit
+  def train(theta0, data_arrays, lrs, key):
+    theta_t, losses = distill.train_on_set(model, theta0, data_arrays, lrs, key, fwd)
+    return theta_t, losses[-1]
+  return train
+
+
+def evaluate_set(model, init_fn: Callable, data_arrays: dict, lrs: jax.Array, spec: distill.InnerSpec,
+                 split: data.Split, seeds: int, seed_offset: int = 1000, batch_size: int = 256) -> list[float]:
+  """Trains `seeds` fresh θ0 on `data_arrays` and returns each one's accuracy on `split`.
+
+  Seeds start at `seed_offset` so evaluation never reuses a θ0 key of distillation.
+  """
+  train = make_trainer(model, spec)
+  accs = []
+  for s in range(seeds):
+    k_init, k_inner = jax.random.split(jax.random.PRNGKey(seed_offset + s))
+    theta_t, _ = train(init_fn(k_init), data_arrays, lrs, k_inner)
+    accs.append(accuracy(model, theta_t, split, batch_size))
+  return accs
+
+
+def real_subset(split: data.Split, indices: np.ndarray, num_classes: int) -> dict:
+  """A real subset as a training set of token ids with one-hot targets."""
+  return dict(input_ids=jnp.asarray(split.input_ids[indices]),
+              attention_mask=jnp.asarray(split.attention_mask[indices]),
+              targets=jax.nn.one_hot(jnp.asarray(split.labels[indices]), num_classes))
+
+
+def summary(accs: list[float]) -> dict:
+  return dict(mean=float(np.mean(accs)), std=float(np.std(accs)), n=len(accs), accs=[float(a) for a in accs])
+
+
+def tune_constant_lr(model, init_fn, train_arrays: dict, spec: distill.InnerSpec, tune_split: data.Split,
+                     grid: tuple, seeds: int) -> tuple[float, dict]:
+  """Best constant step size on held-out training rows (never on the evaluation split)."""
+  scores = {}
+  for lr in grid:
+    lrs = jnp.full((spec.steps,), lr, jnp.float32)
+    scores[float(lr)] = float(np.mean(evaluate_set(model, init_fn, train_arrays, lrs, spec, tune_split,
+                                                   seeds, seed_offset=2000)))
+  best = max(scores, key=scores.get)
+  return best, scores
+
+
+def checkpoint_dir(path: str) -> str:
+  """Accepts a run's workdir or its `checkpoints/` folder."""
+  sub = os.path.join(path, "checkpoints")
+  return sub if os.path.isdir(sub) else path
+
+
+def eval_config(cli_cfg: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
+  """The distillation run's config, with this command's data paths and evaluation settings."""
+  cfg = ml_collections.ConfigDict(saved)
+  with cfg.unlocked():
+    for key in ("data_dir", "vocab", "cache_dir", "eval_split", "eval_limit", "checkpoint"):
+      cfg[key] = cli_cfg[key]
+    cfg.mode = "evaluate"
+    cfg.evaluate = cli_cfg.evaluate
+    if cli_cfg.evaluate.init_kind:
+      cfg.init.kind = cli_cfg.evaluate.init_kind
+  return cfg
+
+
+def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> dict:
+  """Distilled set vs a random real subset of the same size vs its decoded text."""
+  mngr = checkpoint.manager(checkpoint_dir(cli_cfg.checkpoint), create=False)
+  cfg = eval_config(cli_cfg, checkpoint.restore_config(mngr))
+  exp = setup(cfg)
+  syn, spec, _, template = distill.make_problem(exp)
+  ckpt = checkpoint.restore_state(mngr, template)
+  learned, static = ckpt["state"]["learned"], ckpt["static"]
+  e = cfg.evaluate
+  n_syn = cfg.n_per_class * exp.num_classes
+  syn_data = syn.materialize(learned["data"], static)
+  lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
+  run = functools.partial(evaluate_set, exp.model, exp.init_fn, spec=spec, split=exp.eval, seeds=e.seeds,
+                          batch_size=e.batch_size)
+  result = dict(dataset=exp.spec.name, eval_split=cfg.eval_split or exp.spec.eval_split,
+                train_split=cfg.train_split or exp.spec.train_split, n_per_class=cfg.n_per_class,
+                num_examples=n_syn, inner_steps=cfg.inner_steps, init_kind=cfg.init.kind,
+                outer_steps=int(ckpt["state"]["step"]), step_sizes=[float(x) for x in lrs],
+                storage_floats=synthetic.num_learned_floats(learned["data"]))
+  result["distilled"] = summary(run(data_arrays=syn_data, lrs=lrs))
+  logging.info("distilled: %.4f ± %.4f", result["distilled"]["mean"], result["distilled"]["std"])
+  if e.baselines:
+    n_tune = min(e.tune_rows, len(exp.train) // 2)
+    pool, tune = np.arange(len(exp.train) - n_tune), exp.train.subset(np.arange(len(exp.train) - n_tune, len(exp.train)))
+    idx = pool[data.sample_per_class(exp.train.labels[pool], cfg.n_per_class, exp.num_classes, cfg.seed)]
+    subset = real_subset(exp.train, idx, exp.num_classes)
+    best_lr, scores = tune_constant_lr(exp.model, exp.init_fn, subset, spec, tune, tuple(e.lr_grid),
+                                       max(1, e.seeds // 2))
+    result["random_subset"] = dict(summary(run(data_arrays=subset, lrs=jnp.full((spec.steps,), best_lr))),
+                                   lr=best_lr, lr_scores=scores)
+    logging.info("random real subset (lr %.3g): %.4f ± %.4f", best_lr, result["random_subset"]["mean"],
+                 result["random_subset"]["std"])
+  if e.decode:
+    table = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))["embeddings"]["word_embeddings"]["embedding"]
+    tok = data.get_tokenizer(cfg.vocab or None)
+    for metric in ("cosine", "l2"):
+      ids = decode.nearest_tokens(syn_data["inputs_embeds"], table, metric)
+      decoded = dict(input_ids=ids, attention_mask=syn_data["attention_mask"], targets=syn_data["targets"])
+      result[f"decoded_{metric}"] = dict(summary(run(data_arrays=decoded, lrs=lrs)),
+                                         texts=decode.texts(ids, syn_data["attention_mask"], tok))
+  return result

@@ -1,0 +1,80 @@
+"""Builds what every mode needs from a config: data splits, model, θ0 sampler."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from distill_jax import data, modeling
+from distill_jax.errors import UserError
+from distill_jax.models import bert
+
+
+@dataclasses.dataclass
+class Experiment:
+  cfg: ml_collections.ConfigDict
+  spec: data.DatasetSpec
+  train: data.Split
+  eval: data.Split
+  model: bert.BertForSequenceClassification
+  init_fn: Callable[[jax.Array], modeling.Params]
+  pretrained: Optional[modeling.Params]
+
+  @property
+  def num_classes(self) -> int:
+    return self.spec.num_classes
+
+  def device_split(self, split: data.Split) -> dict:
+    return dict(input_ids=jnp.asarray(split.input_ids), attention_mask=jnp.asarray(split.attention_mask),
+                labels=jnp.asarray(split.labels))
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  """Impossible values fail here, before any data is read."""
+  checks = [
+      (cfg.mode in ("train", "distill", "evaluate"), "mode must be train, distill or evaluate"),
+      (cfg.max_len >= 2, "max_len must be >= 2"),
+      (cfg.n_per_class >= 1, "n_per_class must be >= 1"),
+      (cfg.inner_steps >= 1, "inner_steps must be >= 1"),
+      (cfg.inner.lr > 0, "inner.lr must be > 0"),
+      (cfg.outer.steps >= 0, "outer.steps must be >= 0"),
+      (cfg.outer.lr > 0 and cfg.outer.lr_lr >= 0, "outer.lr must be > 0 and outer.lr_lr >= 0"),
+      (cfg.outer.real_batch_size >= 1, "outer.real_batch_size must be >= 1"),
+      (cfg.outer.inits_per_step >= 1, "outer.inits_per_step must be >= 1"),
+      (cfg.outer.checkpoint_every >= 1, "outer.checkpoint_every must be >= 1"),
+      (cfg.train.batch_size >= 1 and cfg.train.epochs >= 1, "train.batch_size and train.epochs must be >= 1"),
+      (cfg.evaluate.seeds >= 1, "evaluate.seeds must be >= 1"),
+      (0.0 <= cfg.model.dropout < 1.0, "model.dropout must be in [0, 1)"),
+      (cfg.model.dtype in ("float32", "bfloat16", "float64"), "model.dtype must be float32, bfloat16 or float64"),
+      (not (cfg.init.kind == "pretrained" and not cfg.model.pretrained),
+       "init.kind='pretrained' needs --config.model.pretrained=PATH_OR_HUB_ID"),
+      (not (cfg.mode == "evaluate" and not cfg.checkpoint), "mode=evaluate needs --config.checkpoint=DIR"),
+  ]
+  for ok, msg in checks:
+    if not ok:
+      raise UserError(f"bad config: {msg}")
+
+
+def load_pretrained(cfg: ml_collections.ConfigDict, num_classes: int):
+  if not cfg.model.pretrained:
+    return None, None
+  from distill_jax.models import hf
+  config, params, _ = hf.from_pretrained(cfg.model.pretrained, num_classes, rng=jax.random.PRNGKey(cfg.seed))
+  return config, params
+
+
+def setup(cfg: ml_collections.ConfigDict) -> Experiment:
+  validate(cfg)
+  spec = data.get_spec(cfg.dataset)
+  kw = dict(max_len=cfg.max_len, data_dir=cfg.data_dir or None, vocab=cfg.vocab or None,
+            cache_dir=cfg.cache_dir or None)
+  train = data.load_split(spec.name, cfg.train_split or spec.train_split, limit=cfg.train_limit or None, **kw)
+  evals = data.load_split(spec.name, cfg.eval_split or spec.eval_split, limit=cfg.eval_limit or None, **kw)
+  pre_config, pretrained = load_pretrained(cfg, spec.num_classes)
+  model = modeling.build_model(cfg, spec.num_classes, pre_config)
+  init_fn = modeling.make_init_fn(model, cfg.init, pretrained)
+  return Experiment(cfg, spec, train, evals, model, init_fn, pretrained)

@@ -1,0 +1,82 @@
+"""Command line: `python -m distill_jax.main --config=configs/sst2.py --workdir=DIR`.
+
+`--config.mode` selects train (full data), distill, or evaluate (a distilled
+checkpoint, with baselines). Problems the user can fix end in one line on
+stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from distill_jax import evaluate, experiment, metrics
+from distill_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/sst2.py.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+
+
+def _git_commit() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(__file__), capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def prepare_workdir(workdir: str, cfg) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create workdir {workdir} ({e.strerror}); pass a writable --workdir") from None
+  if not os.access(workdir, os.W_OK):
+    raise UserError(f"workdir {workdir} is not writable; pass a writable --workdir")
+  metrics.write_json(os.path.join(workdir, f"config_{cfg.mode}.json"),
+                     dict(config=cfg.to_dict(), git_commit=_git_commit(), argv=sys.argv))
+
+
+def run(cfg, workdir: str) -> dict:
+  experiment.validate(cfg)
+  prepare_workdir(workdir, cfg)
+  if cfg.mode == "evaluate":
+    result = evaluate.evaluate_checkpoint(cfg, experiment.setup)
+  else:
+    exp = experiment.setup(cfg)
+    if cfg.mode == "train":
+      from distill_jax import train
+      result = train.train_and_evaluate(exp, workdir)
+    else:
+      from distill_jax import distill
+      result = distill.distill_and_save(exp, workdir)
+  result = dict(result, mode=cfg.mode, dataset=cfg.dataset, git_commit=_git_commit())
+  metrics.write_json(os.path.join(workdir, f"result_{cfg.mode}.json"), result)
+  return result
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.config is None or FLAGS.workdir is None:
+    raise app.UsageError("pass --config=configs/<dataset>.py and --workdir=DIR")
+  try:
+    result = run(FLAGS.config, FLAGS.workdir)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
+  logging.info("result: %s", json.dumps(summary))
+
+
+def entry() -> None:
+  app.run(main)
+
+
+if __name__ == "__main__":
+  entry()

@@ -1,0 +1,128 @@
+"""Glue between the BERT module and the training loops: θ0 sampling, the
+trainable/frozen split and the classification loss."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import chex
+import flax.traverse_util as tu
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from distill_jax.errors import UserError
+from distill_jax.models import bert
+
+Params = dict
+WORD_EMBEDDINGS = ("embeddings", "word_embeddings", "embedding")
+
+
+def build_model(cfg: ml_collections.ConfigDict, num_labels: int,
+                pretrained_config: Optional[bert.BertConfig] = None) -> bert.BertForSequenceClassification:
+  """The model named by `cfg.model`; a pretrained checkpoint's own config wins on shape."""
+  overrides = dict(num_labels=num_labels, hidden_dropout_prob=cfg.model.dropout,
+                   attention_probs_dropout_prob=cfg.model.dropout)
+  if pretrained_config is not None:
+    config = bert.BertConfig.from_dict(pretrained_config.to_dict(), **overrides)
+  else:
+    config = bert.preset(cfg.model.size, **overrides)
+  if cfg.max_len > config.max_position_embeddings:
+    raise UserError(f"max_len={cfg.max_len} exceeds the model's {config.max_position_embeddings} "
+                    "position embeddings; lower --config.max_len")
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}[cfg.model.dtype]
+  return bert.BertForSequenceClassification(config, dtype=dtype)
+
+
+def split_frozen(params: Params, frozen: tuple[tuple[str, ...], ...]) -> tuple[Params, Params]:
+  """(trainable, frozen): frozen leaves get no inner gradient, so they stay out of the scan carry."""
+  flat = tu.flatten_dict(params)
+  train = {k: v for k, v in flat.items() if k not in frozen}
+  fixed = {k: v for k, v in flat.items() if k in frozen}
+  return tu.unflatten_dict(train), tu.unflatten_dict(fixed)
+
+
+def merge(trainable: Params, frozen: Params) -> Params:
+  return tu.unflatten_dict({**tu.flatten_dict(trainable), **tu.flatten_dict(frozen)})
+
+
+def fresh_head(params: Params, model: bert.BertForSequenceClassification, key: jax.Array) -> Params:
+  """Pretrained body, new classifier: the head is the only part re-sampled per θ0."""
+  fresh = bert.init_params(model, key)
+  return {**params, "classifier": fresh["classifier"]}
+
+
+def make_init_fn(model: bert.BertForSequenceClassification, init_cfg: ml_collections.ConfigDict,
+                 pretrained: Optional[Params] = None) -> Callable[[jax.Array], Params]:
+  """θ0 sampler for the configured distribution.
+
+  - random: the paper's setting, every weight fresh; with `fixed_word_embeddings`
+    the token-embedding table is the same for every θ0, so synthetic embeddings
+    keep one meaning relative to the real tokens the model is evaluated on.
+  - pretrained: checkpoint body, fresh classifier per sample.
+  - fixed: one θ0 (seed `init.seed`) whatever the key: a control.
+  """
+  base_key = jax.random.PRNGKey(init_cfg.seed)
+  kind = init_cfg.kind
+  if kind == "pretrained":
+    if pretrained is None:
+      raise UserError("init.kind='pretrained' needs --config.model.pretrained=PATH_OR_HUB_ID")
+    return lambda key: fresh_head(pretrained, model, key)
+  if kind == "fixed":
+    theta = bert.init_params(model, base_key)
+    return lambda key: theta
+  if kind != "random":
+    raise UserError(f"unknown init.kind {kind!r}; use 'random', 'pretrained' or 'fixed'")
+  if not init_cfg.fixed_word_embeddings:
+    return lambda key: bert.init_params(model, key)
+  table = bert.init_params(model, base_key)["embeddings"]["word_embeddings"]
+
+  def init(key):
+    p = bert.init_params(model, key)
+    return {**p, "embeddings": {**p["embeddings"], "word_embeddings": table}}
+  return init
+
+
+def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Mean CE against probability targets (one-hot, soft or learned labels)."""
+  chex.assert_equal_shape([logits, targets])
+  return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1))
+
+
+def targets_of(batch: dict, num_labels: int) -> jax.Array:
+  if "targets" in batch:
+    return batch["targets"]
+  return jax.nn.one_hot(batch["labels"], num_labels)
+
+
+def classify(model: bert.BertForSequenceClassification, params: Params, batch: dict,
+             dropout_key: Optional[jax.Array] = None) -> jax.Array:
+  """Logits for a batch of token ids or of input embeddings (whichever it holds)."""
+  kwargs = dict(attention_mask=batch["attention_mask"], deterministic=dropout_key is None)
+  rngs = {} if dropout_key is None else {"dropout": dropout_key}
+  if "inputs_embeds" in batch:
+    return model.apply({"params": params}, inputs_embeds=batch["inputs_embeds"], rngs=rngs, **kwargs)
+  return model.apply({"params": params}, input_ids=batch["input_ids"], rngs=rngs, **kwargs)
+
+
+def loss_and_accuracy(model: bert.BertForSequenceClassification, params: Params, batch: dict,
+                      dropout_key: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
+  logits = classify(model, params, batch, dropout_key)
+  targets = targets_of(batch, logits.shape[-1])
+  loss = soft_cross_entropy(logits, targets)
+  acc = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
+  return loss, acc
+
+
+def make_tx(kind: str, lr: float | optax.Schedule, clip: float = 0.0, **kw: Any) -> optax.GradientTransformation:
+  """Outer (and full-data) optimizer."""
+  if kind == "adam":
+    tx = optax.adam(lr)
+  elif kind == "adamw":
+    tx = optax.adamw(lr, weight_decay=kw.get("weight_decay", 0.01))
+  elif kind == "sgd":
+    tx = optax.sgd(lr, momentum=kw.get("momentum", 0.9) or None)
+  else:
+    raise UserError(f"unknown optimizer {kind!r}; use 'adam', 'adamw' or 'sgd'")
+  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx

@@ -1,0 +1,189 @@
+"""BERT encoder + [CLS] pooler + classifier in Flax linen.
+
+Linen (not NNX) because the distillation engine treats parameters as plain
+pytrees: θ0 is sampled, split into trainable/frozen parts, carried through a
+`lax.scan` and differentiated. Linen's `init`/`apply` keep parameters outside
+the module, which is exactly that shape; no graph/state splitting is needed.
+
+Module and parameter names mirror Hugging Face's `BertModel` so checkpoint
+loading (`models/hf.py`) is a mechanical rename.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """Architecture hyper-parameters, named as in HF `config.json`."""
+
+  vocab_size: int = 30522
+  hidden_size: int = 128
+  num_hidden_layers: int = 2
+  num_attention_heads: int = 2
+  intermediate_size: int = 512
+  hidden_act: str = "gelu"
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  initializer_range: float = 0.02
+  num_labels: int = 2
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any], **overrides: Any) -> "BertConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in d.items() if k in names}
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+# Google's BERT miniatures (Turc et al. 2019) plus BERT-base and MiniLM-L6.
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
+    "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
+    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+    "medium": dict(num_hidden_layers=8, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    "minilm-l6": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
+}
+
+_ACTIVATIONS = {
+    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: nn.gelu(x, approximate=True),
+    "relu": nn.relu,
+    "tanh": jnp.tanh,
+}
+
+
+def preset(name: str, **overrides: Any) -> BertConfig:
+  if name not in PRESETS:
+    from distill_jax.errors import UserError
+    raise UserError(f"unknown model size {name!r}; use one of {sorted(PRESETS)}")
+  return BertConfig(**{**PRESETS[name], **overrides})
+
+
+class Embeddings(nn.Module):
+  """Word (skipped when `inputs_embeds` is given) + position + type, then LayerNorm."""
+
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, input_ids, inputs_embeds, token_type_ids, deterministic):
+    cfg = self.config
+    init = nn.initializers.normal(cfg.initializer_range)
+    word = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init, name="word_embeddings")
+    if inputs_embeds is None:
+      inputs_embeds = word(input_ids)
+    elif self.is_initializing():
+      word(jnp.zeros((1, 1), jnp.int32))  # create the table even when unused
+    seq_len = inputs_embeds.shape[1]
+    pos = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=init,
+                   name="position_embeddings")(jnp.arange(seq_len)[None, :])
+    typ = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
+                   name="token_type_embeddings")(token_type_ids)
+    x = inputs_embeds.astype(self.dtype) + pos.astype(self.dtype) + typ.astype(self.dtype)
+    x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name="LayerNorm")(x)
+    return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+
+
+class SelfAttention(nn.Module):
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask, deterministic):
+    cfg = self.config
+    heads = cfg.num_attention_heads
+    head_dim = cfg.hidden_size // heads
+    dense = lambda name: nn.DenseGeneral(
+        (heads, head_dim), dtype=self.dtype, name=name,
+        kernel_init=nn.initializers.normal(cfg.initializer_range))
+    q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)  # [B, L, H, D]
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(self.dtype)
+    big_neg = jnp.finfo(scores.dtype).min
+    scores = jnp.where(mask[:, None, None, :] > 0, scores, big_neg)
+    # Softmax in at least float32 (bf16 logits lose too much), in float64 when asked.
+    probs = jax.nn.softmax(scores.astype(jnp.promote_types(self.dtype, jnp.float32)), axis=-1)
+    probs = probs.astype(self.dtype)
+    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+    ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=self.dtype, name="output",
+                           kernel_init=nn.initializers.normal(cfg.initializer_range))(ctx)
+
+
+class Layer(nn.Module):
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask, deterministic):
+    cfg = self.config
+    init = nn.initializers.normal(cfg.initializer_range)
+    drop = nn.Dropout(cfg.hidden_dropout_prob)
+    h = SelfAttention(cfg, self.dtype, name="attention")(x, mask, deterministic)
+    x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name="attention_LayerNorm")(
+        x + drop(h, deterministic=deterministic))
+    h = nn.Dense(cfg.intermediate_size, dtype=self.dtype, kernel_init=init, name="intermediate")(x)
+    h = _ACTIVATIONS[cfg.hidden_act](h)
+    h = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=init, name="output")(h)
+    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name="output_LayerNorm")(
+        x + drop(h, deterministic=deterministic))
+
+
+class BertForSequenceClassification(nn.Module):
+  """Returns class logits; `encode` returns last hidden states for parity checks."""
+
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    cfg = self.config
+    init = nn.initializers.normal(cfg.initializer_range)
+    self.embeddings = Embeddings(cfg, self.dtype)
+    self.layers = [Layer(cfg, self.dtype, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
+    self.pooler = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=init)
+    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    self.classifier = nn.Dense(cfg.num_labels, dtype=self.dtype, kernel_init=init)
+
+  def encode(self, input_ids=None, attention_mask=None, inputs_embeds=None,
+             token_type_ids=None, deterministic: bool = True):
+    if (input_ids is None) == (inputs_embeds is None):
+      raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    shape = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+    if attention_mask is None:
+      attention_mask = jnp.ones(shape, jnp.int32)
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros(shape, jnp.int32)
+    chex.assert_equal_shape_prefix([attention_mask, token_type_ids], 2)
+    x = self.embeddings(input_ids, inputs_embeds, token_type_ids, deterministic)
+    for layer in self.layers:
+      x = layer(x, attention_mask, deterministic)
+    return x
+
+  def __call__(self, input_ids=None, attention_mask=None, inputs_embeds=None,
+               token_type_ids=None, deterministic: bool = True):
+    x = self.encode(input_ids, attention_mask, inputs_embeds, token_type_ids, deterministic)
+    pooled = jnp.tanh(self.pooler(x[:, 0]))
+    logits = self.classifier(self.dropout(pooled, deterministic=deterministic))
+    return logits.astype(jnp.promote_types(self.dtype, jnp.float32))
+
+
+def init_params(model: BertForSequenceClassification, key: jax.Array, seq_len: int = 8) -> dict:
+  """Fresh random parameters (HF's init: N(0, 0.02) weights, zero biases, unit LayerNorm)."""
+  ids = jnp.zeros((1, seq_len), jnp.int32)
+  return model.init({"params": key}, input_ids=ids)["params"]
+
+

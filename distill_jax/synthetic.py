@@ -1,0 +1,138 @@
+"""Parametrisations of the learned synthetic set, behind one interface.
+
+A parametrisation owns `params` (what the outer optimizer updates) and
+`static` (fixed arrays such as hard labels and attention masks) and turns them
+into a batch-shaped set with `materialize`. The engine never branches on which
+one it has.
+
+- `Direct`: Wang et al. 2018 — every synthetic example is its own L×H tensor.
+- `Addressable`: Deng & Russakovsky 2022 — K shared memories (bases) and an
+  M×K addressing matrix; example i = Σ_k A[i,k]·base_k, and its label is the
+  same combination of per-memory label vectors when labels are learned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from distill_jax.errors import UserError
+
+LABEL_MODES = ("hard", "soft", "real")
+# Initial scale of learned soft-label logits: softmax(10·onehot) ≈ 0.99995 on the class.
+_SOFT_LABEL_SCALE = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SetShape:
+  num_examples: int
+  seq_len: int
+  hidden: int
+  num_classes: int
+  label_mode: str = "hard"
+
+  def __post_init__(self):
+    if self.label_mode not in LABEL_MODES:
+      raise UserError(f"unknown label_mode {self.label_mode!r}; use one of {LABEL_MODES}")
+
+
+def _targets(shape: SetShape, labels: jax.Array, raw: Optional[jax.Array]) -> jax.Array:
+  """Hard labels are fixed one-hot; 'soft' are softmax(logits); 'real' are unrestricted reals."""
+  if shape.label_mode == "hard":
+    return jax.nn.one_hot(labels, shape.num_classes)
+  if shape.label_mode == "soft":
+    return jax.nn.softmax(raw, axis=-1)
+  return raw
+
+
+def _init_label_params(shape: SetShape, labels: np.ndarray) -> dict:
+  if shape.label_mode == "hard":
+    return {}
+  onehot = np.eye(shape.num_classes, dtype=np.float32)[labels]
+  return {"labels": jnp.asarray(onehot * (_SOFT_LABEL_SCALE if shape.label_mode == "soft" else 1.0))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Direct:
+  shape: SetShape
+
+  def init(self, embeds: jax.Array, masks: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+    """`embeds` [M, L, H] are the starting inputs (random or embedded real examples)."""
+    s = self.shape
+    chex.assert_shape(embeds, (s.num_examples, s.seq_len, s.hidden))
+    params = {"x": jnp.asarray(embeds, jnp.float32), **_init_label_params(s, labels)}
+    return params, {"labels": jnp.asarray(labels, jnp.int32), "mask": jnp.asarray(masks, jnp.int32)}
+
+  def materialize(self, params: dict, static: dict) -> dict:
+    return {"inputs_embeds": params["x"], "attention_mask": static["mask"],
+            "targets": _targets(self.shape, static["labels"], params.get("labels"))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Addressable:
+  shape: SetShape
+  num_bases: int
+
+  def init(self, embeds: jax.Array, masks: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+    """Bases start as K of the given examples (cycled); addresses pick them one-hot plus noise."""
+    s, k = self.shape, self.num_bases
+    chex.assert_shape(embeds, (s.num_examples, s.seq_len, s.hidden))
+    pick = np.arange(k) % s.num_examples
+    addresses = np.zeros((s.num_examples, k), np.float32)
+    addresses[np.arange(s.num_examples), np.arange(s.num_examples) % k] = 1.0
+    params = {"bases": jnp.asarray(embeds)[pick], "addresses": jnp.asarray(addresses)}
+    if s.label_mode != "hard":
+      # Memories carry label vectors; a memory starts with the label of the example it copied.
+      params["label_bases"] = _init_label_params(s, labels[pick])["labels"]
+    return params, {"labels": jnp.asarray(labels, jnp.int32), "mask": jnp.ones((s.num_examples, s.seq_len), jnp.int32)}
+
+  def materialize(self, params: dict, static: dict) -> dict:
+    a = params["addresses"]
+    x = jnp.einsum("mk,klh->mlh", a, params["bases"])
+    raw = a @ params["label_bases"] if "label_bases" in params else None
+    return {"inputs_embeds": x, "attention_mask": static["mask"],
+            "targets": _targets(self.shape, static["labels"], raw)}
+
+
+def num_learned_floats(params: dict) -> int:
+  """Storage budget: learned floats of the data parametrisation (step sizes excluded)."""
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+
+
+def build(kind: str, shape: SetShape, num_bases: int = 0):
+  if kind == "direct":
+    return Direct(shape)
+  if kind == "addressable":
+    if num_bases < 1:
+      raise UserError("synthetic.kind='addressable' needs --config.synthetic.num_bases >= 1")
+    return Addressable(shape, num_bases)
+  raise UserError(f"unknown synthetic.kind {kind!r}; use 'direct' or 'addressable'")
+
+
+# ---- learned step sizes -----------------------------------------------------
+
+def _inverse_softplus(y: float) -> float:
+  return float(np.log(np.expm1(y)))
+
+
+def init_step_sizes(lr: float, steps: int, param: str) -> jax.Array:
+  """Raw (unconstrained) step sizes whose positive transform equals `lr` at every step."""
+  if lr <= 0:
+    raise UserError(f"inner.lr={lr} must be > 0")
+  if param == "softplus":
+    raw = _inverse_softplus(lr)
+  elif param == "log":
+    raw = float(np.log(lr))
+  else:
+    raise UserError(f"unknown inner.lr_param {param!r}; use 'softplus' or 'log'")
+  return jnp.full((steps,), raw, jnp.float32)
+
+
+def step_sizes(raw: jax.Array, param: str) -> jax.Array:
+  """Positive per-step learning rates from their raw parametrisation."""
+  return jax.nn.softplus(raw) if param == "softplus" else jnp.exp(raw)

@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny BERT and a tiny config running on the real data files."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from distill_jax.models import bert
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(REPO, "..", "shared", "data")
+
+
+@pytest.fixture
+def tiny_bert_config():
+  return bert.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=16, num_labels=2,
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def tiny_cli_config(tmp_path, **overrides):
+  """configs/rotten_tomatoes.py shrunk to seconds: a few dozen real rows, T=3, 4 outer steps."""
+  from configs import rotten_tomatoes
+  c = rotten_tomatoes.get_config()
+  c.cache_dir = str(tmp_path / "cache")
+  c.max_len = 16
+  c.train_limit = 64
+  c.eval_limit = 32
+  c.n_per_class = 2
+  c.inner_steps = 3
+  c.outer.steps = 4
+  c.outer.real_batch_size = 16
+  c.outer.log_every = 1
+  c.outer.checkpoint_every = 2
+  c.train.epochs = 1
+  c.train.batch_size = 16
+  c.train.chunk_steps = 2
+  c.evaluate.seeds = 2
+  c.evaluate.lr_grid = (0.01, 0.1)
+  c.evaluate.tune_rows = 16
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def f64(tree):
+  return jax.tree_util.tree_map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                                tree)

@@ -1,0 +1,117 @@
+"""The inner loop: scan = Python unroll, remat changes nothing, gradients = finite differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from distill_jax import distill, inner, modeling, synthetic
+from distill_jax.models import bert
+from conftest import f64
+
+M, L, T = 4, 6, 5
+
+
+def _problem(cfg, dtype=jnp.float32, optimizer="sgd", lr=0.1):
+  model = bert.BertForSequenceClassification(cfg, dtype=dtype)
+  init_fn = lambda k: jax.tree_util.tree_map(lambda x: x.astype(dtype), bert.init_params(model, k))
+  # Adam's first steps are sign-like (g/|g|): its eps keeps the map smooth enough for finite differences.
+  tx = inner.direction(optimizer, momentum=0.9, eps=1e-3)
+  spec = distill.InnerSpec(steps=T, batch_size=2, tx=tx,
+                           lr_param="softplus", remat=True)
+  key = jax.random.PRNGKey(3)
+  data = dict(inputs_embeds=jax.random.normal(key, (M, L, cfg.hidden_size), dtype),
+              attention_mask=jnp.ones((M, L), jnp.int32),
+              targets=jax.nn.one_hot(jnp.array([0, 1, 0, 1]), 2).astype(dtype))
+  real = dict(input_ids=jax.random.randint(key, (8, L), 0, cfg.vocab_size),
+              attention_mask=jnp.ones((8, L), jnp.int32), labels=jnp.array([0, 1] * 4))
+  lr_raw = synthetic.init_step_sizes(lr, T, "softplus").astype(dtype)
+  return model, init_fn, spec, data, real, lr_raw
+
+
+def _meta(model, init_fn, spec, real):
+  def f(x, lr_raw):
+    data = dict(inputs_embeds=x, attention_mask=jnp.ones(x.shape[:2], jnp.int32),
+                targets=jax.nn.one_hot(jnp.array([0, 1, 0, 1]), 2).astype(x.dtype))
+    theta, _ = distill.train_on_set(model, init_fn(jax.random.PRNGKey(0)), data,
+                                    synthetic.step_sizes(lr_raw, "softplus"), jax.random.PRNGKey(1), spec)
+    return modeling.loss_and_accuracy(model, theta, real)[0]
+  return f
+
+
+def test_scan_equals_python_unroll(tiny_bert_config):
+  model, init_fn, spec, data, _, lr_raw = _problem(tiny_bert_config)
+  lrs = synthetic.step_sizes(lr_raw, "softplus")
+  theta0 = init_fn(jax.random.PRNGKey(0))
+  scanned, losses = distill.train_on_set(model, theta0, data, lrs, jax.random.PRNGKey(1), spec)
+  # The same steps written out by hand.
+  trainable, frozen = modeling.split_frozen(theta0, (modeling.WORD_EMBEDDINGS,))
+  idx = distill.minibatch_indices(jax.random.PRNGKey(1), T, M, 2)
+  tx, state, p = spec.tx, spec.tx.init(trainable), trainable
+  for t in range(T):
+    batch = jax.tree_util.tree_map(lambda a: a[idx[t]], data)
+    g = jax.grad(lambda q: modeling.loss_and_accuracy(model, modeling.merge(q, frozen), batch)[0])(p)
+    d, state = tx.update(g, state, p)
+    p = jax.tree_util.tree_map(lambda a, b: a - lrs[t] * b, p, d)
+  expect = modeling.merge(p, frozen)
+  for a, b in zip(jax.tree_util.tree_leaves(scanned), jax.tree_util.tree_leaves(expect)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  assert losses.shape == (T,)
+
+
+# Adam divides by sqrt(v), which turns float32 reassociation noise into ~1e-5
+# differences, so its remat check runs in float64 where only the policy can differ.
+@pytest.mark.parametrize("optimizer,x64", [("sgd", False), ("adam", True)])
+def test_remat_does_not_change_gradients(tiny_bert_config, optimizer, x64):
+  with jax.enable_x64(x64):
+    dtype = jnp.float64 if x64 else jnp.float32
+    model, init_fn, spec, data, real, lr_raw = _problem(tiny_bert_config, dtype, optimizer)
+    grads = {}
+    for policy in ("nothing_saveable", "dots_saveable", None):
+      s = distill.InnerSpec(**{**spec.__dict__, "remat": policy is not None,
+                               "remat_policy": policy or "nothing_saveable"})
+      grads[policy] = jax.grad(_meta(model, init_fn, s, real), argnums=(0, 1))(data["inputs_embeds"], lr_raw)
+    for policy in ("nothing_saveable", "dots_saveable"):
+      for a, b in zip(jax.tree_util.tree_leaves(grads[policy]), jax.tree_util.tree_leaves(grads[None])):
+        assert np.all(np.isfinite(a)) and np.any(a != 0)
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 0.003)])
+def test_gradient_matches_finite_differences_float64(tiny_bert_config, optimizer, lr):
+  with jax.enable_x64(True):
+    model, init_fn, spec, data, real, lr_raw = _problem(tiny_bert_config, jnp.float64, optimizer, lr)
+    f = _meta(model, init_fn, spec, real)
+    x = data["inputs_embeds"]
+    gx, glr = jax.grad(f, argnums=(0, 1))(x, lr_raw)
+    assert gx.dtype == jnp.float64
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+      vx, vl = rng.normal(size=x.shape), rng.normal(size=lr_raw.shape)
+      eps = 1e-5
+      fd = (f(x + eps * vx, lr_raw + eps * vl) - f(x - eps * vx, lr_raw - eps * vl)) / (2 * eps)
+      ad = jnp.sum(gx * vx) + jnp.sum(glr * vl)
+      assert abs(fd - ad) <= 1e-3 * abs(ad), (fd, ad)
+    # Each component separately too: the step-size gradient alone.
+    e = np.zeros(T); e[0] = 1.0
+    fd = (f(x, lr_raw + 1e-5 * e) - f(x, lr_raw - 1e-5 * e)) / 2e-5
+    assert abs(fd - glr[0]) <= 1e-3 * abs(glr[0]) + 1e-12
+
+
+def test_frozen_word_embeddings_stay_out_of_the_carry(tiny_bert_config):
+  model, init_fn, spec, data, _, lr_raw = _problem(tiny_bert_config)
+  theta0 = init_fn(jax.random.PRNGKey(0))
+  theta_t, _ = distill.train_on_set(model, theta0, data, synthetic.step_sizes(lr_raw, "softplus"),
+                                    jax.random.PRNGKey(1), spec)
+  table = modeling.WORD_EMBEDDINGS
+  np.testing.assert_array_equal(theta_t[table[0]][table[1]][table[2]], theta0[table[0]][table[1]][table[2]])
+  assert not np.allclose(theta_t["classifier"]["kernel"], theta0["classifier"]["kernel"])
+
+
+def test_minibatch_indices_are_distinct_per_step():
+  idx = distill.minibatch_indices(jax.random.PRNGKey(0), 7, 10, 4)
+  assert idx.shape == (7, 4)
+  for row in np.asarray(idx):
+    assert len(set(row.tolist())) == 4
+  full = distill.minibatch_indices(jax.random.PRNGKey(0), 3, 5, 0)
+  np.testing.assert_array_equal(full, np.tile(np.arange(5), (3, 1)))
