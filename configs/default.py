@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train_split = ""
   c.eval_split = ""
   c.max_len = 64
-  c.train_limit = 0  # use only the first N rows (0 = all): for tests and smoke runs
+  c.train_limit = 0  # use only N random rows (0 = all): for tests and smoke runs
   c.eval_limit = 0
 
   c.model = ml_collections.ConfigDict()

@@ -117,7 +117,7 @@ def make_train_step(meta_loss: Callable, tx: optax.GradientTransformation, lr_pa
     new_state = dict(step=state["step"] + 1, rng=state["rng"],
                      learned=keep(learned, state["learned"]), opt=keep(opt_state, state["opt"]))
     lrs = synthetic.step_sizes(state["learned"]["lr"], lr_param)
-    metrics.update(grad_norm=optax.global_norm(grads), finite=finite,
+    metrics.update(grad_norm=optax.tree.norm(grads), finite=finite,
                    lr_min=jnp.min(lrs), lr_max=jnp.max(lrs), lr_mean=jnp.mean(lrs))
     return new_state, metrics
 

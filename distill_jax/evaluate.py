@@ -135,8 +135,10 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
   result["distilled"] = summary(run(data_arrays=syn_data, lrs=lrs))
   logging.info("distilled: %.4f ± %.4f", result["distilled"]["mean"], result["distilled"]["std"])
   if e.baselines:
+    # Random held-out rows for tuning (files may be sorted by label), disjoint from the subset pool.
+    perm = np.random.default_rng(cfg.seed).permutation(len(exp.train))
     n_tune = min(e.tune_rows, len(exp.train) // 2)
-    pool, tune = np.arange(len(exp.train) - n_tune), exp.train.subset(np.arange(len(exp.train) - n_tune, len(exp.train)))
+    tune, pool = exp.train.subset(np.sort(perm[:n_tune])), np.sort(perm[n_tune:])
     idx = pool[data.sample_per_class(exp.train.labels[pool], cfg.n_per_class, exp.num_classes, cfg.seed)]
     subset = real_subset(exp.train, idx, exp.num_classes)
     best_lr, scores = tune_constant_lr(exp.model, exp.init_fn, subset, spec, tune, tuple(e.lr_grid),

@@ -8,6 +8,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from distill_jax import data, modeling
 from distill_jax.errors import UserError
@@ -67,13 +68,20 @@ def load_pretrained(cfg: ml_collections.ConfigDict, num_classes: int):
   return config, params
 
 
+def _random_rows(split: data.Split, limit: int, seed: int) -> data.Split:
+  """`limit` rows drawn at random (files can be sorted by label, so a prefix could be one class)."""
+  if not limit or limit >= len(split):
+    return split
+  return split.subset(np.sort(np.random.default_rng(seed).choice(len(split), limit, replace=False)))
+
+
 def setup(cfg: ml_collections.ConfigDict) -> Experiment:
   validate(cfg)
   spec = data.get_spec(cfg.dataset)
   kw = dict(max_len=cfg.max_len, data_dir=cfg.data_dir or None, vocab=cfg.vocab or None,
             cache_dir=cfg.cache_dir or None)
-  train = data.load_split(spec.name, cfg.train_split or spec.train_split, limit=cfg.train_limit or None, **kw)
-  evals = data.load_split(spec.name, cfg.eval_split or spec.eval_split, limit=cfg.eval_limit or None, **kw)
+  train = _random_rows(data.load_split(spec.name, cfg.train_split or spec.train_split, **kw), cfg.train_limit, cfg.seed)
+  evals = _random_rows(data.load_split(spec.name, cfg.eval_split or spec.eval_split, **kw), cfg.eval_limit, cfg.seed)
   pre_config, pretrained = load_pretrained(cfg, spec.num_classes)
   model = modeling.build_model(cfg, spec.num_classes, pre_config)
   init_fn = modeling.make_init_fn(model, cfg.init, pretrained)

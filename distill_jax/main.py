@@ -8,6 +8,7 @@ stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import json
+import logging as pylogging
 import os
 import subprocess
 import sys
@@ -60,22 +61,54 @@ def run(cfg, workdir: str) -> dict:
   return result
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Orbax logs every file rename at INFO; keep our progress lines readable."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+
+
 def main(argv) -> None:
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if FLAGS.config is None or FLAGS.workdir is None:
-    raise app.UsageError("pass --config=configs/<dataset>.py and --workdir=DIR")
   try:
-    result = run(FLAGS.config, FLAGS.workdir)
+    cfg = FLAGS.config
+    if cfg is not None:
+      cfg.get("mode")  # the config file loads lazily: make a bad path fail here
+  except OSError:
+    _fail(f"cannot load config file {flags.FLAGS['config'].config_filename!r}; "
+          "pass an existing one, e.g. --config=configs/sst2.py")
+  if cfg is None or FLAGS.workdir is None:
+    _fail("pass --config=configs/<dataset>.py and --workdir=DIR")
+  try:
+    result = run(cfg, FLAGS.workdir)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(str(e))
   summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
   logging.info("result: %s", json.dumps(summary))
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing, with bad overrides reported in one line instead of a traceback."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    _fail(f"{msg} (see --helpshort)")
+  except (AttributeError, KeyError) as e:
+    _fail(f"unknown config key {str(e).strip(chr(34))}; the keys are listed in configs/default.py")
+  except (TypeError, ValueError) as e:
+    _fail(f"bad config override: {e}")
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
 def entry() -> None:
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Full-data training, the paper's Table 1: BERT-Tiny from random init on all four
+# datasets (AG News: train = test[:6000], eval = test[6000:]) and pretrained
+# MiniLM-L6 on SST-2 and Rotten Tomatoes. Each run writes results/table1/<name>.json;
+# `python scripts/make_tables.py` turns them into the README table.
+# Usage: bash scripts/table1.sh [name ...]   (default: all runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-runs/table1}
+mkdir -p results/table1
+
+TINY="--config.mode=train --config.train.learning_rate=1e-3 --config.train.warmup_steps=200 --config.train.patience=3"
+declare -A ARGS=(
+  [tiny_sst2]="--config=configs/sst2.py $TINY --config.train.epochs=3"
+  [tiny_rotten_tomatoes]="--config=configs/rotten_tomatoes.py $TINY --config.train.epochs=10"
+  [tiny_imdb]="--config=configs/imdb.py $TINY --config.train.epochs=4"
+  [tiny_ag_news]="--config=configs/agnews.py $TINY --config.train.epochs=10"
+  [minilm_sst2]="--config=configs/minilm.py --config.dataset=sst2 --config.mode=train --config.train.epochs=2"
+  [minilm_rotten_tomatoes]="--config=configs/minilm.py --config.dataset=rotten_tomatoes --config.mode=train --config.train.epochs=3"
+)
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(tiny_rotten_tomatoes tiny_ag_news tiny_sst2 tiny_imdb minilm_rotten_tomatoes minilm_sst2)
+for name in "${names[@]}"; do
+  echo "== $name: python -m distill_jax.main ${ARGS[$name]} --workdir=$RUNS/$name"
+  rm -rf "$RUNS/$name"
+  python -m distill_jax.main ${ARGS[$name]} --workdir="$RUNS/$name"
+  python - "$RUNS/$name/result_train.json" "results/table1/$name.json" "${ARGS[$name]}" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r["command"] = "python -m distill_jax.main " + sys.argv[3]
+json.dump(r, open(sys.argv[2], "w"), indent=2, sort_keys=True)
+PY
+done

@@ -1,0 +1,99 @@
+"""Outer loop on real rows: it learns, resumes bitwise, stops cleanly on NaN, and evaluates."""
+
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from distill_jax import checkpoint, distill, experiment, main, synthetic
+from distill_jax.errors import UserError
+from conftest import tiny_cli_config
+
+
+def _learned(workdir):
+  mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), create=False)
+  cfg = tiny_cli_config(pathlib.Path(workdir).parent)  # only for the template shapes
+  exp = experiment.setup(cfg)
+  _, _, _, template = distill.make_problem(exp)
+  return checkpoint.restore_state(mngr, template)
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+  full, part = tmp_path / "full", tmp_path / "part"
+  main.run(tiny_cli_config(tmp_path), str(full))
+  main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(part))  # "crash" after step 2
+  main.run(tiny_cli_config(tmp_path), str(part))  # resumes from the step-2 checkpoint
+  a, b = _learned(str(full)), _learned(str(part))
+  assert int(a["state"]["step"]) == int(b["state"]["step"]) == 4
+  for x, y in zip(jax.tree_util.tree_leaves(a["state"]), jax.tree_util.tree_leaves(b["state"])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  lines = [json.loads(l) for l in open(part / "metrics.jsonl")]
+  assert [l["step"] for l in lines] == [1, 2, 3, 4]
+
+
+def test_distillation_changes_the_set_and_step_sizes(tmp_path):
+  cfg = tiny_cli_config(tmp_path)
+  exp = experiment.setup(cfg)
+  _, _, step_fn, ckpt = distill.make_problem(exp)
+  x0 = np.asarray(ckpt["state"]["learned"]["data"]["x"]).copy()
+  lr0 = np.asarray(ckpt["state"]["learned"]["lr"]).copy()
+  state, static, real = ckpt["state"], ckpt["static"], exp.device_split(exp.train)
+  losses = []
+  for _ in range(3):
+    state, m = step_fn(state, static, real)
+    assert bool(m["finite"])
+    losses.append(float(m["meta_loss"]))
+  assert np.all(np.isfinite(losses))
+  assert np.abs(np.asarray(state["learned"]["data"]["x"]) - x0).max() > 0
+  assert np.abs(np.asarray(state["learned"]["lr"]) - lr0).max() > 0
+  assert int(state["step"]) == 3
+
+
+def test_non_finite_meta_loss_stops_with_checkpoint_intact(tmp_path):
+  main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
+  before = _learned(str(tmp_path / "run"))
+  # Resuming with an absurd outer learning rate: step 2's update is finite but
+  # throws the set to 1e30, so step 3's meta-loss overflows and the run must stop.
+  cfg = tiny_cli_config(tmp_path, **{"outer.lr": 1e30})
+  with pytest.raises(UserError, match=r"non-finite meta-loss .* outer step 3 .*Last good checkpoint: step 2"):
+    main.run(cfg, str(tmp_path / "run"))
+  mngr = checkpoint.manager(str(tmp_path / "run" / "checkpoints"), create=False)
+  assert checkpoint.latest_step(mngr) == 2
+  after = _learned(str(tmp_path / "run"))
+  for x, y in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_incompatible_checkpoint_is_refused(tmp_path):
+  main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
+  with pytest.raises(UserError, match="n_per_class=2 but the config has 3"):
+    main.run(tiny_cli_config(tmp_path, **{"n_per_class": 3}), str(tmp_path / "run"))
+
+
+def test_evaluate_mode_reports_distilled_baseline_and_decoded(tmp_path):
+  main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
+  cfg = tiny_cli_config(tmp_path, mode="evaluate", checkpoint=str(tmp_path / "run"))
+  r = main.run(cfg, str(tmp_path / "eval"))
+  for key in ("distilled", "random_subset", "decoded_cosine", "decoded_l2"):
+    assert r[key]["n"] == 2 and 0.0 <= r[key]["mean"] <= 1.0, key
+  assert len(r["decoded_cosine"]["texts"]) == r["num_examples"] == 4
+  assert r["random_subset"]["lr"] in (0.01, 0.1)
+  assert len(r["step_sizes"]) == 3
+  assert os.path.exists(tmp_path / "eval" / "result_evaluate.json")
+
+
+def test_addressable_parametrisation_trains_through_the_same_engine(tmp_path):
+  cfg = tiny_cli_config(tmp_path, **{"synthetic.kind": "addressable", "synthetic.num_bases": 2,
+                                     "synthetic.label_mode": "soft"})
+  exp = experiment.setup(cfg)
+  syn, _, step_fn, ckpt = distill.make_problem(exp)
+  assert isinstance(syn, synthetic.Addressable)
+  d0 = jax.tree_util.tree_map(np.array, ckpt["state"]["learned"]["data"])  # the step donates its input
+  state, m = step_fn(ckpt["state"], ckpt["static"], exp.device_split(exp.train))
+  assert bool(m["finite"])
+  d1 = state["learned"]["data"]
+  for k in ("bases", "addresses", "label_bases"):
+    assert np.abs(np.asarray(d1[k]) - np.asarray(d0[k])).max() > 0, k

@@ -1,0 +1,73 @@
+"""The command line end to end, and its one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+TINY = ["--config.max_len=16", "--config.train_limit=64", "--config.eval_limit=32"]
+
+
+def cli(tmp_path, *args, config="configs/rotten_tomatoes.py"):
+  env = dict(os.environ, DISTILL_JAX_CACHE=str(tmp_path / "cache"))
+  cmd = [sys.executable, "-m", "distill_jax.main", f"--config={config}", *args]
+  return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_train_mode_end_to_end(tmp_path):
+  r = cli(tmp_path, f"--workdir={tmp_path}/w", "--config.mode=train", "--config.train.epochs=2",
+          "--config.train.batch_size=16", *TINY)
+  assert r.returncode == 0, r.stderr[-2000:]
+  result = json.load(open(tmp_path / "w" / "result_train.json"))
+  assert len(result["eval_accuracy_per_epoch"]) == 2
+  assert 0.0 <= result["best_eval_accuracy"] <= 1.0
+  assert os.path.isdir(tmp_path / "w" / "checkpoints")
+  saved = json.load(open(tmp_path / "w" / "config_train.json"))
+  assert saved["config"]["train"]["epochs"] == 2 and saved["git_commit"]
+  assert "eval accuracy" in r.stderr  # progress lines go to the absl log
+
+
+def test_distill_then_evaluate_end_to_end(tmp_path):
+  r = cli(tmp_path, f"--workdir={tmp_path}/d", "--config.outer.steps=3", "--config.n_per_class=2",
+          "--config.inner_steps=2", "--config.outer.log_every=1", *TINY)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "meta_loss=" in r.stderr and "ETA" in r.stderr
+  r = cli(tmp_path, f"--workdir={tmp_path}/e", "--config.mode=evaluate", f"--config.checkpoint={tmp_path}/d",
+          "--config.evaluate.seeds=2", "--config.evaluate.lr_grid=(0.01,)", "--config.evaluate.tune_rows=16",
+          "--config.evaluate.decode=False", *TINY)
+  assert r.returncode == 0, r.stderr[-2000:]
+  result = json.load(open(tmp_path / "e" / "result_evaluate.json"))
+  assert result["outer_steps"] == 3 and result["distilled"]["n"] == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.dataset=nosuch"], "unknown dataset 'nosuch'"),
+    (["--config.nope=1"], "unknown config key 'nope'"),
+    (["--config.max_len=abc"], "invalid literal"),
+    (["--config.max_len=1000"], "exceeds the model's 512 position embeddings"),
+    (["--config.inner_steps=0"], "inner_steps must be >= 1"),
+    (["--config.data_dir=/nonexistent/data"], "DISTILL_JAX_DATA_DIR"),
+    (["--config.train_split=nosplit"], "nosplit"),
+    (["--config.n_per_class=1000", *TINY], "n_per_class"),
+    (["--config.init.kind=pretrained"], "needs --config.model.pretrained"),
+    (["--config.mode=evaluate"], "needs --config.checkpoint"),
+    (["--config.mode=evaluate", "--config.checkpoint=/nonexistent/run"], "no checkpoint directory"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+  r = cli(tmp_path, f"--workdir={tmp_path}/w", *args)
+  assert r.returncode == 2, r.stderr[-2000:]
+  lines = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+  assert len(lines) == 1 and message in lines[0], r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
+
+
+def test_missing_config_file_and_unwritable_workdir(tmp_path):
+  r = cli(tmp_path, f"--workdir={tmp_path}/w", config="configs/nosuch.py")
+  assert r.returncode == 2 and "cannot load config file" in r.stderr and "Traceback" not in r.stderr
+  (tmp_path / "file").write_text("x")
+  r = cli(tmp_path, f"--workdir={tmp_path}/file/sub")
+  assert r.returncode == 2 and "pass a writable --workdir" in r.stderr and "Traceback" not in r.stderr
