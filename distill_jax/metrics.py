@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import tensorboardX
 from absl import logging
 
 
@@ -20,15 +21,38 @@ def _plain(v: Any) -> Any:
 
 
 class Writer:
-  """Appends `{"step": ..., **metrics}` lines to `<workdir>/metrics.jsonl`."""
+  """Appends `{"step": ..., **metrics}` lines to `<workdir>/metrics.jsonl` and
+  the same scalars to TensorBoard event files in `<workdir>/tensorboard`."""
 
   def __init__(self, workdir: str, name: str = "metrics.jsonl"):
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, name)
+    self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def truncate_after(self, step: int) -> None:
+    """On resume, drops records past the restored checkpoint (they are recomputed)."""
+    kept = [r for r in read(os.path.dirname(self.path), os.path.basename(self.path)) if r["step"] <= step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, self.path)
 
   def write(self, step: int, **metrics: Any) -> None:
+    plain = {k: _plain(v) for k, v in metrics.items()}
     with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}) + "\n")
+      f.write(json.dumps({"step": int(step), **plain}) + "\n")
+    for k, v in plain.items():
+      if isinstance(v, (int, float)):
+        self.tb.add_scalar(k, v, int(step))
+    self.tb.flush()
+
+
+def read(workdir: str, name: str = "metrics.jsonl") -> list[dict]:
+  path = os.path.join(workdir, name)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 class Progress:

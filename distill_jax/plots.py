@@ -1,0 +1,130 @@
+"""PNG plots and decoded text from a distillation workdir.
+
+`python -m distill_jax.plots --workdir=RUN [--eval_workdir=EVAL]` writes into
+`RUN/plots/`: meta-loss (and evaluation accuracy, when logged) vs outer step,
+the learned step-size schedule, the cosine similarity between synthetic and
+real examples, and `decoded.txt` with the nearest-token text of each synthetic
+example grouped by class.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from distill_jax import checkpoint, data, decode, distill, experiment, metrics, synthetic  # noqa: E402
+from distill_jax.errors import UserError  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def _save(fig, path: str) -> str:
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_curves(records: list[dict], out: str) -> str:
+  fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+  steps = [r["step"] for r in records if "meta_loss" in r]
+  ax[0].plot(steps, [r["meta_loss"] for r in records if "meta_loss" in r], label="meta-loss (real batch)")
+  ax[0].plot(steps, [r["inner_loss_last"] for r in records if "meta_loss" in r], label="inner loss at step T")
+  ax[0].set_xlabel("outer step"), ax[0].set_ylabel("cross-entropy"), ax[0].legend()
+  ax[1].plot(steps, [r["meta_acc"] for r in records if "meta_loss" in r], label="θT on the real batch")
+  evals = [r for r in records if "eval_accuracy" in r]
+  if evals:
+    ax[1].plot([r["step"] for r in evals], [r["eval_accuracy"] for r in evals], "o-", label="eval split")
+  ax[1].set_xlabel("outer step"), ax[1].set_ylabel("accuracy"), ax[1].legend()
+  return _save(fig, os.path.join(out, "curves.png"))
+
+
+def plot_step_sizes(lrs: np.ndarray, out: str) -> str:
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  ax.bar(np.arange(1, len(lrs) + 1), lrs)
+  ax.set_xlabel("inner step t"), ax.set_ylabel("learned step size")
+  return _save(fig, os.path.join(out, "step_sizes.png"))
+
+
+def _mean_pool(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  return (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+
+
+def similarity(syn_x: np.ndarray, syn_mask: np.ndarray, real_x: np.ndarray, real_mask: np.ndarray) -> np.ndarray:
+  """Cosine similarity of mean-pooled synthetic examples to mean-pooled real ones."""
+  pooled_real, pooled_syn = _mean_pool(real_x, real_mask), _mean_pool(syn_x, syn_mask)
+  a = pooled_syn / np.linalg.norm(pooled_syn, axis=-1, keepdims=True)
+  b = pooled_real / np.linalg.norm(pooled_real, axis=-1, keepdims=True)
+  return a @ b.T
+
+
+def plot_similarity(sim: np.ndarray, syn_labels: np.ndarray, real_labels: np.ndarray, out: str) -> str:
+  order = np.argsort(real_labels, kind="stable")
+  fig, ax = plt.subplots(figsize=(8, 3.5))
+  im = ax.imshow(sim[:, order], aspect="auto", cmap="viridis")
+  ax.set_xlabel("real examples (sorted by class)"), ax.set_ylabel("synthetic examples (by class)")
+  ax.set_title("cosine similarity, mean-pooled embeddings")
+  fig.colorbar(im, ax=ax)
+  return _save(fig, os.path.join(out, "similarity.png"))
+
+
+def render(workdir: str, data_dir: str = "", real_rows: int = 500) -> list[str]:
+  mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), create=False)
+  cfg = ml_collections.ConfigDict(checkpoint.restore_config(mngr))
+  if data_dir:
+    cfg.data_dir = data_dir
+  exp = experiment.setup(cfg)
+  syn, spec, _, template = distill.make_problem(exp)
+  ckpt = checkpoint.restore_state(mngr, template)
+  out = os.path.join(workdir, "plots")
+  os.makedirs(out, exist_ok=True)
+  made = [plot_curves(metrics.read(workdir), out)]
+  lrs = np.asarray(synthetic.step_sizes(ckpt["state"]["learned"]["lr"], spec.lr_param))
+  made.append(plot_step_sizes(lrs, out))
+  syn_data = syn.materialize(ckpt["state"]["learned"]["data"], ckpt["static"])
+  table = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))["embeddings"]["word_embeddings"]["embedding"]
+  pick = np.random.default_rng(0).permutation(len(exp.train))[:real_rows]  # files may be sorted by label
+  rows = exp.train.subset(np.sort(pick))
+  real_x = np.asarray(table[jnp.asarray(rows.input_ids)])
+  sim = similarity(np.asarray(syn_data["inputs_embeds"]), np.asarray(syn_data["attention_mask"]), real_x,
+                   rows.attention_mask)
+  labels = np.asarray(ckpt["static"]["labels"])
+  made.append(plot_similarity(sim, labels, rows.labels, out))
+  ids = decode.nearest_tokens(syn_data["inputs_embeds"], table, "cosine")
+  texts = decode.texts(ids, syn_data["attention_mask"], data.get_tokenizer(cfg.vocab or None))
+  path = os.path.join(out, "decoded.txt")
+  with open(path, "w") as f:
+    for c, name in enumerate(exp.spec.label_names):
+      f.write(f"== class {c} ({name})\n")
+      f.writelines(f"{t}\n" for t, l in zip(texts, labels) if l == c)
+  return made + [path]
+
+
+def main(argv) -> None:
+  del argv
+  if not FLAGS.workdir:
+    print("error: pass --workdir=DIR of a distillation run", file=sys.stderr)
+    sys.exit(2)
+  try:
+    for path in render(FLAGS.workdir, FLAGS.data_dir):
+      print(path)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  # Defined here, not at import, so importing this module next to `main` does not clash on --workdir.
+  flags.DEFINE_string("workdir", None, "Workdir of a distillation run.")
+  flags.DEFINE_string("data_dir", "", "Overrides the run's data_dir (e.g. on another machine).")
+  app.run(main)
