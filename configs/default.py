@@ -89,6 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.baselines = True  # random real subset of the same size, step size tuned on a grid
   c.evaluate.lr_grid = (0.001, 0.003, 0.01, 0.03, 0.1)
   c.evaluate.tune_rows = 1000  # held-out training rows used to tune the baseline's step size
+  c.evaluate.ceiling_batch_size = 64  # real-data T-step ceiling with this minibatch (0 = skip)
   c.evaluate.decode = True  # nearest-token decoding of the synthetic set, evaluated as a training set
   c.evaluate.batch_size = 256
   return c

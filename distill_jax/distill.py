@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from distill_jax import checkpoint, data, inner, metrics, modeling, synthetic
+from distill_jax import checkpoint, data, inner, metrics, modeling, parallel, synthetic
 from distill_jax.errors import UserError
 
 State = dict
@@ -42,11 +42,18 @@ class InnerSpec:
                remat_policy=cfg.inner.remat_policy, scan_unroll=cfg.inner.scan_unroll)
 
 
+# Above this many rows, minibatches are drawn with replacement: a permutation per
+# step would cost O(rows) each (e.g. 67k for SST-2) for no practical difference.
+_PERMUTE_MAX_ROWS = 4096
+
+
 def minibatch_indices(key: jax.Array, steps: int, size: int, batch: int) -> jax.Array:
   """[steps, batch] indices: a fresh random subset of the set at each step (all of it if batch ≤ 0)."""
   if batch <= 0 or batch >= size:
     return jnp.broadcast_to(jnp.arange(size), (steps, size))
   keys = jax.random.split(key, steps)
+  if size > _PERMUTE_MAX_ROWS:
+    return jax.vmap(lambda k: jax.random.randint(k, (batch,), 0, size))(keys)
   return jax.vmap(lambda k: jax.random.permutation(k, size)[:batch])(keys)
 
 
@@ -79,21 +86,31 @@ def sample_real_batch(key: jax.Array, real: dict, batch_size: int) -> dict:
 
 
 def make_meta_loss(model, syn, init_fn: Callable, spec: InnerSpec, real_batch_size: int,
-                   inits_per_step: int) -> Callable:
-  """meta_loss(learned, static, key, real) -> (loss, metrics), averaged over θ0 samples."""
+                   inits_per_step: int, mesh: Optional[jax.sharding.Mesh] = None) -> Callable:
+  """meta_loss(learned, static, key, real) -> (loss, metrics), averaged over θ0 samples.
+
+  With a `mesh`, the θ0 samples and the real-batch rows are split over its "data" axis.
+  """
+  if mesh is not None:
+    parallel.check_divisible(mesh, {"outer.inits_per_step": inits_per_step,
+                                    "outer.real_batch_size": real_batch_size})
 
   def meta_loss(learned, static, key, real):
     k_init, k_inner, k_real = jax.random.split(key, 3)
     data = syn.materialize(learned["data"], static)
     lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
     batch = sample_real_batch(k_real, real, real_batch_size)
+    init_keys = jax.random.split(k_init, inits_per_step)
+    if mesh is not None:
+      init_keys = parallel.shard_leading(init_keys, mesh, "outer.inits_per_step")
+      batch = parallel.shard_leading(batch, mesh, "outer.real_batch_size")
 
     def one_init(k):
       theta_t, inner_losses = train_on_set(model, init_fn(k), data, lrs, k_inner, spec)
       loss, acc = modeling.loss_and_accuracy(model, theta_t, batch)
       return loss, (acc, inner_losses[0], inner_losses[-1])
 
-    losses, (accs, first, last) = jax.vmap(one_init)(jax.random.split(k_init, inits_per_step))
+    losses, (accs, first, last) = jax.vmap(one_init)(init_keys)
     metrics = dict(meta_loss=jnp.mean(losses), meta_acc=jnp.mean(accs),
                    inner_loss_first=jnp.mean(first), inner_loss_last=jnp.mean(last))
     return jnp.mean(losses), metrics
@@ -101,9 +118,14 @@ def make_meta_loss(model, syn, init_fn: Callable, spec: InnerSpec, real_batch_si
   return meta_loss
 
 
-def make_train_step(meta_loss: Callable, tx: optax.GradientTransformation, lr_param: str) -> Callable:
+def make_train_step(meta_loss: Callable, tx: optax.GradientTransformation, lr_param: str,
+                    mesh: Optional[jax.sharding.Mesh] = None) -> Callable:
   """One jitted outer step. A non-finite loss or gradient leaves the state unchanged
-  and reports `finite=False`, so the caller can stop with the last good state intact."""
+  and reports `finite=False`, so the caller can stop with the last good state intact.
+
+  With a `mesh`, inputs and outputs are replicated over it (place them with
+  `parallel.replicate`); the sharding inside comes from `meta_loss`.
+  """
 
   def train_step(state: State, static: dict, real: dict) -> tuple[State, dict]:
     key = jax.random.fold_in(state["rng"], state["step"])
@@ -121,6 +143,9 @@ def make_train_step(meta_loss: Callable, tx: optax.GradientTransformation, lr_pa
                    lr_min=jnp.min(lrs), lr_max=jnp.max(lrs), lr_mean=jnp.mean(lrs))
     return new_state, metrics
 
+  if mesh is not None:
+    rep = parallel.replicated(mesh)
+    return jax.jit(train_step, donate_argnums=0, in_shardings=rep, out_shardings=rep)
   return jax.jit(train_step, donate_argnums=0)
 
 
@@ -205,6 +230,7 @@ def distill_and_save(exp, workdir: str) -> dict:
   real = exp.device_split(exp.train)
   writer = metrics.Writer(workdir)
   start = int(state["step"])
+  writer.truncate_after(start)
   progress = metrics.Progress(cfg.outer.steps, start)
   t0 = time.perf_counter()
   for step in range(start, cfg.outer.steps):

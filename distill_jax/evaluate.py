@@ -7,6 +7,7 @@ differentiates through.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Callable
@@ -94,6 +95,23 @@ def tune_constant_lr(model, init_fn, train_arrays: dict, spec: distill.InnerSpec
   return best, scores
 
 
+def real_ceiling(model, init_fn, train: data.Split, num_classes: int, spec: distill.InnerSpec,
+                 tune: data.Split, split: data.Split, grid: tuple, seeds: int, batch_size: int = 64,
+                 eval_batch_size: int = 256) -> dict:
+  """Accuracy after `spec.steps` inner-optimizer steps on real minibatches of `batch_size`.
+
+  The ceiling of what T steps of this inner optimizer can teach from this θ0
+  distribution with real data; a distilled set that beats it teaches more than
+  the `batch_size × T` real examples the ceiling sees. Step size tuned on `tune`.
+  """
+  spec = dataclasses.replace(spec, batch_size=batch_size)
+  arrays = real_subset(train, np.arange(len(train)), num_classes)
+  best_lr, scores = tune_constant_lr(model, init_fn, arrays, spec, tune, grid, max(1, seeds // 2))
+  accs = evaluate_set(model, init_fn, arrays, jnp.full((spec.steps,), best_lr), spec, split, seeds,
+                      batch_size=eval_batch_size)
+  return dict(summary(accs), lr=best_lr, lr_scores=scores, steps=spec.steps, batch_size=batch_size)
+
+
 def checkpoint_dir(path: str) -> str:
   """Accepts a run's workdir or its `checkpoints/` folder."""
   sub = os.path.join(path, "checkpoints")
@@ -134,19 +152,24 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                 storage_floats=synthetic.num_learned_floats(learned["data"]))
   result["distilled"] = summary(run(data_arrays=syn_data, lrs=lrs))
   logging.info("distilled: %.4f ± %.4f", result["distilled"]["mean"], result["distilled"]["std"])
+  # Random held-out training rows tune the baselines' step sizes (files may be sorted by label).
+  perm = np.random.default_rng(cfg.seed).permutation(len(exp.train))
+  n_tune = min(e.tune_rows, len(exp.train) // 2)
+  tune, pool = exp.train.subset(np.sort(perm[:n_tune])), np.sort(perm[n_tune:])
+  grid, tune_seeds = tuple(e.lr_grid), max(1, e.seeds // 2)
   if e.baselines:
-    # Random held-out rows for tuning (files may be sorted by label), disjoint from the subset pool.
-    perm = np.random.default_rng(cfg.seed).permutation(len(exp.train))
-    n_tune = min(e.tune_rows, len(exp.train) // 2)
-    tune, pool = exp.train.subset(np.sort(perm[:n_tune])), np.sort(perm[n_tune:])
     idx = pool[data.sample_per_class(exp.train.labels[pool], cfg.n_per_class, exp.num_classes, cfg.seed)]
     subset = real_subset(exp.train, idx, exp.num_classes)
-    best_lr, scores = tune_constant_lr(exp.model, exp.init_fn, subset, spec, tune, tuple(e.lr_grid),
-                                       max(1, e.seeds // 2))
+    best_lr, scores = tune_constant_lr(exp.model, exp.init_fn, subset, spec, tune, grid, tune_seeds)
     result["random_subset"] = dict(summary(run(data_arrays=subset, lrs=jnp.full((spec.steps,), best_lr))),
                                    lr=best_lr, lr_scores=scores)
     logging.info("random real subset (lr %.3g): %.4f ± %.4f", best_lr, result["random_subset"]["mean"],
                  result["random_subset"]["std"])
+  if e.ceiling_batch_size:
+    result["real_ceiling"] = real_ceiling(exp.model, exp.init_fn, exp.train.subset(pool), exp.num_classes, spec,
+                                          tune, exp.eval, grid, e.seeds, e.ceiling_batch_size, e.batch_size)
+    logging.info("real-data ceiling (T=%d, batch %d): %.4f ± %.4f", spec.steps, e.ceiling_batch_size,
+                 result["real_ceiling"]["mean"], result["real_ceiling"]["std"])
   if e.decode:
     table = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))["embeddings"]["word_embeddings"]["embedding"]
     tok = data.get_tokenizer(cfg.vocab or None)

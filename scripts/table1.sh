@@ -15,7 +15,7 @@ declare -A ARGS=(
   [tiny_rotten_tomatoes]="--config=configs/rotten_tomatoes.py $TINY --config.train.epochs=10"
   [tiny_imdb]="--config=configs/imdb.py $TINY --config.train.epochs=4"
   [tiny_ag_news]="--config=configs/agnews.py $TINY --config.train.epochs=10"
-  [minilm_sst2]="--config=configs/minilm.py --config.dataset=sst2 --config.mode=train --config.train.epochs=2"
+  [minilm_sst2]="--config=configs/minilm.py --config.dataset=sst2 --config.mode=train --config.train.epochs=1"
   [minilm_rotten_tomatoes]="--config=configs/minilm.py --config.dataset=rotten_tomatoes --config.mode=train --config.train.epochs=3"
 )
 names=("$@")
