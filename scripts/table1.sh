@@ -13,7 +13,7 @@ TINY="--config.mode=train --config.train.learning_rate=1e-3 --config.train.warmu
 declare -A ARGS=(
   [tiny_sst2]="--config=configs/sst2.py $TINY --config.train.epochs=3"
   [tiny_rotten_tomatoes]="--config=configs/rotten_tomatoes.py $TINY --config.train.epochs=10"
-  [tiny_imdb]="--config=configs/imdb.py $TINY --config.train.epochs=4"
+  [tiny_imdb]="--config=configs/imdb.py $TINY --config.train.epochs=2"
   [tiny_ag_news]="--config=configs/agnews.py $TINY --config.train.epochs=10"
   [minilm_sst2]="--config=configs/minilm.py --config.dataset=sst2 --config.mode=train --config.train.epochs=1"
   [minilm_rotten_tomatoes]="--config=configs/minilm.py --config.dataset=rotten_tomatoes --config.mode=train --config.train.epochs=3"

@@ -1,0 +1,118 @@
+"""Diagnosis of why bilevel distillation through BERT fails (issue: make it work).
+
+Two measurements, each written to results/diagnosis/<name>.json:
+
+- `ceiling`: accuracy after T steps of the inner optimizer on REAL minibatches
+  of 64 from the θ0 distribution, for T in --steps, momentum SGD and Adam; step
+  size tuned on held-out training rows. No synthetic set can beat this by much
+  when T steps of that optimizer cannot learn the task from real data.
+- `gradients`: the meta-gradient w.r.t. the synthetic set at its initial value
+  for K independent θ0 samples, under several θ0 distributions: per-sample norm,
+  norm of the mean, and mean pairwise cosine between samples (≈0 means each θ0
+  pulls the set in an unrelated direction, so Adam on S averages noise).
+
+Usage:
+  python scripts/diagnose.py ceiling --config=configs/sst2.py --steps=10,100,300,1000
+  python scripts/diagnose.py gradients --config=configs/sst2.py --samples=8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from distill_jax import distill, evaluate, experiment, inner, modeling  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "Dataset config.", lock_config=False)
+flags.DEFINE_list("steps", ["10", "100", "300", "1000"], "T values for the ceiling.")
+flags.DEFINE_list("optimizers", ["sgd", "adam"], "Inner optimizers for the ceiling.")
+flags.DEFINE_list("sgd_grid", ["0.01", "0.03", "0.1", "0.3"], "Step sizes tried for momentum SGD.")
+flags.DEFINE_list("adam_grid", ["0.0003", "0.001", "0.003"], "Step sizes tried for Adam.")
+flags.DEFINE_integer("seeds", 3, "Evaluation seeds.")
+flags.DEFINE_integer("samples", 8, "θ0 samples for the gradient statistics.")
+flags.DEFINE_string("out", "results/diagnosis", "Output folder.")
+FLAGS = flags.FLAGS
+
+
+def ceiling(cfg) -> dict:
+  exp = experiment.setup(cfg)
+  perm = np.random.default_rng(0).permutation(len(exp.train))
+  tune, pool = exp.train.subset(np.sort(perm[:1000])), exp.train.subset(np.sort(perm[1000:]))
+  rows = []
+  for opt in FLAGS.optimizers:
+    grid = tuple(float(x) for x in (FLAGS.sgd_grid if opt == "sgd" else FLAGS.adam_grid))
+    for t in (int(s) for s in FLAGS.steps):
+      spec = distill.InnerSpec(steps=t, batch_size=64, tx=inner.direction(opt, momentum=cfg.inner.momentum),
+                               lr_param="softplus", remat=False)
+      t0 = time.perf_counter()
+      r = evaluate.real_ceiling(exp.model, exp.init_fn, pool, exp.num_classes, spec, tune, exp.eval, grid,
+                                FLAGS.seeds)
+      r.update(optimizer=opt, seconds=time.perf_counter() - t0)
+      print(f"{opt} T={t}: {100 * r['mean']:.2f} ± {100 * r['std']:.2f} (lr {r['lr']})", flush=True)
+      rows.append(r)
+  return dict(dataset=exp.spec.name, init=cfg.init.to_dict(), model=cfg.model.to_dict(), rows=rows)
+
+
+def gradient_stats(cfg, variants: dict[str, dict]) -> dict:
+  out = {}
+  for name, overrides in variants.items():
+    c = cfg.copy_and_resolve_references()
+    for k, v in overrides.items():
+      node = c
+      *path, last = k.split(".")
+      for p in path:
+        node = node[p]
+      node[last] = v
+    exp = experiment.setup(c)
+    syn, spec, _, ckpt = distill.make_problem(exp)
+    meta = distill.make_meta_loss(exp.model, syn, exp.init_fn, spec, c.outer.real_batch_size, 1)
+    grad = jax.jit(jax.grad(lambda learned, key: meta(learned, ckpt["static"], key, exp.device_split(exp.train))[0]))
+    gs = []
+    for i in range(FLAGS.samples):
+      g = grad(ckpt["state"]["learned"], jax.random.PRNGKey(100 + i))["data"]
+      gs.append(np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(g)]))
+    g = np.stack(gs)
+    norms = np.linalg.norm(g, axis=1)
+    unit = g / np.maximum(norms[:, None], 1e-30)
+    cos = unit @ unit.T
+    pairs = cos[np.triu_indices(len(g), 1)]
+    out[name] = dict(overrides=overrides, norm_mean=float(norms.mean()), norm_std=float(norms.std()),
+                     norm_of_mean=float(np.linalg.norm(g.mean(0))), cosine_mean=float(pairs.mean()),
+                     cosine_std=float(pairs.std()), samples=len(g))
+    print(name, json.dumps(out[name]), flush=True)
+  return out
+
+
+def main(argv) -> None:
+  cmd = argv[1] if len(argv) > 1 else ""
+  cfg = FLAGS.config
+  os.makedirs(FLAGS.out, exist_ok=True)
+  if cmd == "ceiling":
+    result = ceiling(cfg)
+  elif cmd == "gradients":
+    result = gradient_stats(cfg, {
+        "random θ0, fresh word table (paper)": {},
+        "random θ0, fixed word table": {"init.fixed_word_embeddings": True},
+        "one fixed θ0 (control)": {"init.kind": "fixed"},
+    })
+  else:
+    raise app.UsageError("first argument: ceiling | gradients")
+  result["command"] = "python scripts/diagnose.py " + " ".join(sys.argv[1:])
+  path = os.path.join(FLAGS.out, f"{cmd}_{cfg.dataset}_{cfg.model.size if not cfg.model.pretrained else 'pretrained'}.json")
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2)
+  print(path)
+
+
+if __name__ == "__main__":
+  app.run(main)
