@@ -79,16 +79,24 @@ class Addressable:
   num_bases: int
 
   def init(self, embeds: jax.Array, masks: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
-    """Bases start as K of the given examples (cycled); addresses pick them one-hot plus noise."""
+    """Memories start as copies of examples, dealt to classes in turn; each example
+    addresses (one-hot) a memory of its own class, so initial labels agree."""
     s, k = self.shape, self.num_bases
     chex.assert_shape(embeds, (s.num_examples, s.seq_len, s.hidden))
-    pick = np.arange(k) % s.num_examples
+    if k < s.num_classes:
+      raise UserError(f"synthetic.num_bases={k} < {s.num_classes} classes; each class needs a memory")
+    labels = np.asarray(labels)
+    members = [np.flatnonzero(labels == c) for c in range(s.num_classes)]
+    base_class = np.arange(k) % s.num_classes
+    owned = [np.flatnonzero(base_class == c) for c in range(s.num_classes)]
+    pick = np.array([members[c][list(owned[c]).index(b) % len(members[c])] for b, c in enumerate(base_class)])
     addresses = np.zeros((s.num_examples, k), np.float32)
-    addresses[np.arange(s.num_examples), np.arange(s.num_examples) % k] = 1.0
+    for c in range(s.num_classes):
+      for rank, i in enumerate(members[c]):
+        addresses[i, owned[c][rank % len(owned[c])]] = 1.0
     params = {"bases": jnp.asarray(embeds)[pick], "addresses": jnp.asarray(addresses)}
     if s.label_mode != "hard":
-      # Memories carry label vectors; a memory starts with the label of the example it copied.
-      params["label_bases"] = _init_label_params(s, labels[pick])["labels"]
+      params["label_bases"] = _init_label_params(s, base_class)["labels"]
     return params, {"labels": jnp.asarray(labels, jnp.int32), "mask": jnp.ones((s.num_examples, s.seq_len), jnp.int32)}
 
   def materialize(self, params: dict, static: dict) -> dict:

@@ -1,0 +1,36 @@
+"""Remedies for the paper's failure, as config variants: `--config=configs/remedies.py:VARIANT`.
+
+- `minilm`: pretrained MiniLM-L6 body with a fresh head per θ0 (the setting of
+  the published successes), 1 example per class, learned soft labels.
+- `tiny_adam`: BERT-Tiny from random init with a differentiable Adam inner loop,
+  a fixed word-embedding table across θ0 samples, learned soft labels.
+Dataset via `--config.dataset=...` (max_len 64; pass --config.max_len for IMDB).
+"""
+
+from configs import default, minilm
+
+
+def get_config(variant: str = "minilm"):
+  c = default.get_config()
+  c.synthetic.init = "real"
+  c.synthetic.label_mode = "soft"
+  c.outer.steps = 100
+  c.outer.eval_every = 25
+  if variant == "minilm":
+    c.model.pretrained = minilm.minilm_path()
+    c.init.kind = "pretrained"
+    c.n_per_class = 1
+    c.inner_steps = 5
+    c.inner.lr = 0.05
+    c.outer.lr = 1e-3
+  elif variant == "tiny_adam":
+    c.init.fixed_word_embeddings = True
+    c.inner.optimizer = "adam"
+    c.inner.adam_eps = 1e-6
+    c.inner.lr = 1e-3
+    c.inner_steps = 30
+    c.inner.batch_size = 10
+    c.outer.lr = 3e-3
+  else:
+    raise ValueError(f"unknown variant {variant!r}; use 'minilm' or 'tiny_adam'")
+  return c
