@@ -87,6 +87,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.outer.log_every = 10
   c.outer.checkpoint_every = 50
 
+  # Devices: K inits and the real batch are sharded over a 1-D "data" mesh.
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.num_devices = 1  # 1 = no mesh; 0 = every device (all hosts); N = the first N devices
+  c.parallel.distributed = False  # call jax.distributed.initialize() (multi-host; SLURM/TPU auto-detected)
+
   # Evaluation of a distilled set (mode=evaluate) and its baselines.
   c.checkpoint = ""  # workdir (or its checkpoints/ folder) of a distillation run
   c.evaluate = ml_collections.ConfigDict()

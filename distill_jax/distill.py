@@ -227,10 +227,13 @@ def make_problem(exp):
   syn, learned, static = build_synthetic(exp)
   spec = InnerSpec.from_config(cfg)
   tx = outer_tx(cfg)
+  mesh = parallel.mesh_from_config(cfg)
   meta_loss = make_meta_loss(exp.model, syn, exp.init_fn, spec, cfg.outer.real_batch_size,
-                             cfg.outer.inits_per_step)
-  step_fn = make_train_step(meta_loss, tx, spec.lr_param)
-  return syn, spec, step_fn, dict(state=init_state(learned, tx, cfg.seed), static=static)
+                             cfg.outer.inits_per_step, mesh=mesh)
+  step_fn = make_train_step(meta_loss, tx, spec.lr_param, mesh=mesh)
+  ckpt = dict(state=init_state(learned, tx, cfg.seed), static=static)
+  # Replicated before any restore: Orbax restores into the template's sharding.
+  return syn, spec, step_fn, (parallel.replicate(ckpt, mesh) if mesh is not None else ckpt)
 
 
 def distill_and_save(exp, workdir: str, make_evaluator: Callable | None = None) -> dict:
@@ -249,6 +252,9 @@ def distill_and_save(exp, workdir: str, make_evaluator: Callable | None = None) 
     logging.info("resumed from step %d", int(ckpt["state"]["step"]))
   state, static = ckpt["state"], ckpt["static"]
   real = exp.device_split(exp.train)
+  mesh = parallel.mesh_from_config(cfg)
+  if mesh is not None:
+    real = parallel.replicate(real, mesh)
   writer = metrics.Writer(workdir)
   start = int(state["step"])
   writer.truncate_after(start)

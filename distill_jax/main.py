@@ -16,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from distill_jax import evaluate, experiment, metrics
+from distill_jax import evaluate, experiment, metrics, parallel
 from distill_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -44,6 +44,7 @@ def prepare_workdir(workdir: str, cfg) -> None:
 
 
 def run(cfg, workdir: str) -> dict:
+  parallel.maybe_initialize_distributed(cfg)  # before anything touches a device
   experiment.validate(cfg)
   prepare_workdir(workdir, cfg)
   if cfg.mode == "evaluate":
