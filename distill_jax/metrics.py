@@ -27,10 +27,14 @@ class Writer:
   def __init__(self, workdir: str, name: str = "metrics.jsonl"):
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, name)
-    self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+    # Multi-host: one process writes records, or every host would append the same lines.
+    self.active = jax.process_index() == 0
+    self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard")) if self.active else None
 
   def truncate_after(self, step: int) -> None:
     """On resume, drops records past the restored checkpoint (they are recomputed)."""
+    if not self.active:
+      return
     kept = [r for r in read(os.path.dirname(self.path), os.path.basename(self.path)) if r["step"] <= step]
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
@@ -38,6 +42,8 @@ class Writer:
     os.replace(tmp, self.path)
 
   def write(self, step: int, **metrics: Any) -> None:
+    if not self.active:
+      return
     plain = {k: _plain(v) for k, v in metrics.items()}
     with open(self.path, "a") as f:
       f.write(json.dumps({"step": int(step), **plain}) + "\n")
@@ -75,7 +81,9 @@ class Progress:
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Atomic write, so an interrupted run never leaves half a result file."""
+  """Atomic write, so an interrupted run never leaves half a result file (process 0 only)."""
+  if jax.process_index() != 0:
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2, sort_keys=True, default=_plain)
