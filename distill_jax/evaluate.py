@@ -163,6 +163,8 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
   result = dict(dataset=exp.spec.name, eval_split=cfg.eval_split or exp.spec.eval_split,
                 train_split=cfg.train_split or exp.spec.train_split, n_per_class=cfg.n_per_class,
                 num_examples=n_syn, inner_steps=cfg.inner_steps, init_kind=cfg.init.kind,
+                inner_optimizer=cfg.inner.optimizer, label_mode=cfg.synthetic.label_mode,
+                synthetic_kind=cfg.synthetic.kind, fixed_word_embeddings=cfg.init.fixed_word_embeddings,
                 outer_steps=int(ckpt["state"]["step"]), step_sizes=[float(x) for x in lrs],
                 storage_floats=synthetic.num_learned_floats(learned["data"]))
   result["distilled"] = summary(run(data_arrays=syn_data, lrs=lrs))

@@ -64,17 +64,58 @@ def table2() -> str:
   return "\n".join(rows + ["", "Commands:", *cmds])
 
 
-TABLES = {"table1": table1, "table2": table2}
+def ceiling_table() -> str:
+  rows = ["| dataset | model / θ0 | inner optimizer | T | accuracy after T steps on real minibatches of 64 | step size |",
+          "|---|---|---|---|---|---|"]
+  for name, r in load("diagnosis/ceiling_*.json").items():
+    model = "pretrained" if r["model"].get("pretrained") else f"BERT-{r['model']['size']}, random init"
+    for row in r["rows"]:
+      rows.append(f"| {r['dataset']} | {model} | {'momentum SGD' if row['optimizer'] == 'sgd' else 'Adam'} | "
+                  f"{row['steps']} | {mean_std(row)} | {row['lr']:g} |")
+  cmds = [f"- `{r['command']}`" for r in load("diagnosis/ceiling_*.json").values()]
+  return "\n".join(rows + ["", "Commands:", *cmds])
+
+
+def gradient_table() -> str:
+  rows = ["| θ0 distribution | ‖g‖ per θ0 sample | ‖mean g‖ | mean pairwise cosine between samples |",
+          "|---|---|---|---|"]
+  runs = load("diagnosis/gradients_*.json")
+  for name, r in runs.items():
+    for variant, v in r.items():
+      if variant == "command":
+        continue
+      rows.append(f"| {variant} ({name.split('_', 1)[1]}) | {v['norm_mean']:.3g} ± {v['norm_std']:.2g} | "
+                  f"{v['norm_of_mean']:.3g} | {v['cosine_mean']:.3f} ± {v['cosine_std']:.3f} |")
+  cmds = [f"- `{r['command']}`" for r in runs.values()]
+  return "\n".join(rows + ["", "Commands:", *cmds])
+
+
+def remedies_table() -> str:
+  rows = ["| run | dataset | n/class | T | inner opt | θ0 | distilled | random real subset | real-data ceiling (T steps, batch 64) |",
+          "|---|---|---|---|---|---|---|---|---|"]
+  runs = load("remedies/*.json")
+  for name, r in runs.items():
+    rows.append(f"| {name} | {r['dataset']} | {r['n_per_class']} | {r['inner_steps']} | {r.get('inner_optimizer', '?')} | "
+                f"{r['init_kind']} | {mean_std(r['distilled'])} | {mean_std(r.get('random_subset'))} | "
+                f"{mean_std(r.get('real_ceiling'))} |")
+  cmds = [f"- `{name}`: `{r['command']}`" for name, r in runs.items() if "command" in r]
+  return "\n".join(rows + ["", "Commands:", *cmds])
+
+
+TABLES = {"table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
+          "remedies": remedies_table}
+DOCS = ("README.md", "docs/diagnosis.md")
 
 
 def main() -> int:
-  path = os.path.join(ROOT, "README.md")
-  text = open(path).read()
-  for name, fn in TABLES.items():
-    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
-    if pattern.search(text):
-      text = pattern.sub(lambda m: m.group(1) + fn() + "\n" + m.group(2), text)
-  open(path, "w").write(text)
+  for doc in DOCS:
+    path = os.path.join(ROOT, doc)
+    text = open(path).read()
+    for name, fn in TABLES.items():
+      pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+      if pattern.search(text):
+        text = pattern.sub(lambda m: m.group(1) + fn() + "\n" + m.group(2), text)
+    open(path, "w").write(text)
   return 0
 
 

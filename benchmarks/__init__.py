@@ -1,0 +1,1 @@
+"""Benchmarks and the PyTorch reference of one outer step (not part of the package)."""

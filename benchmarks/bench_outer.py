@@ -1,0 +1,483 @@
+"""Seconds, memory and FLOPs of one outer distillation step, JAX vs PyTorch.
+
+Why a harness: the outer step (T differentiable inner steps + meta-gradient + Adam)
+is the whole cost of distillation, and its memory must not grow linearly in T
+(remat). Every (framework, config) runs in a fresh subprocess so its peak RSS
+(`ru_maxrss`) is its own; the parent only orchestrates and prints.
+
+  python benchmarks/bench_outer.py                                # all configs, JAX and torch
+  python benchmarks/bench_outer.py --configs M4-L32-T10 --repeats 2
+  python benchmarks/bench_outer.py --sweep-T --out benchmarks/results/sweep.md
+
+JAX runs the project's own jitted step (`distill.make_meta_loss` +
+`distill.make_train_step`, fresh random θ0 per step as `init.kind='random'`);
+torch runs `torch_reference` (HF BERT, autograd through the unroll, no remat)
+with a fresh random θ0 per step and the same Adam + clipping update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import ml_collections
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from configs import default  # noqa: E402  (ml_collections only: no jax in torch workers)
+
+NUM_CLASSES = 2
+REAL_ROWS = 2048  # device-resident real set the step samples its batch from
+# BERT-Tiny as `bert.preset("tiny")`, spelled out so torch workers need not import jax (checked in JAX workers).
+BERT_TINY = dict(vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=512, hidden_act="gelu", max_position_embeddings=512, type_vocab_size=2,
+                 layer_norm_eps=1e-12, initializer_range=0.02, num_labels=NUM_CLASSES)
+# FLOPs: the step at T=FLOP_FIT_T compiled with scan_unroll k = 1, 2, 4 (XLA counts the loop body of k inner
+# steps once, so count(k) = A + k·B); the k=4 count checks the fit. T=8 keeps every k a divisor (no remainder steps).
+FLOP_FIT_T, FLOP_FIT_UNROLLS = 8, (1, 2, 4)
+RESULT_TAG = "BENCH_RESULT "
+FLOPS_METHOD = ("JAX FLOPs: XLA's cost analysis counts a loop body once whatever its trip count, so the same step "
+                f"(T={FLOP_FIT_T}) is compiled with scan_unroll k = {', '.join(map(str, FLOP_FIT_UNROLLS))}, whose "
+                "counts are A + k·B (B = one inner step, forward scan and its transpose; A = everything else, "
+                "independent of T); B = count(2) − count(1), A = count(1) − B, flops(T) = A + T·B, and "
+                "count(4) − count(2) = 2B is checked (\"fit err\"). Fully unrolling small T instead is ~1% off "
+                "and not linear in T (XLA simplifies the first step, v = 0, and the stacked residuals add a T² "
+                "term). The counts are all HLO FLOPs of the program that runs: remat recomputation, elementwise "
+                "ops and θ0 sampling included. "
+                "Torch FLOPs: torch.utils.flop_counter over one step (matmul/attention FLOPs only, no remat). "
+                "Achieved FLOP/s and % of peak use each framework's own count.")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+  """Synthetic set M×L, inner steps T, real batch `real_batch` × `real_len`."""
+
+  M: int
+  L: int
+  T: int
+  real_batch: int
+  real_len: int
+
+  @property
+  def name(self) -> str:
+    return f"M{self.M}-L{self.L}-T{self.T}"
+
+  @property
+  def shape(self) -> str:
+    return f"M={self.M} L={self.L} T={self.T} real {self.real_batch}×{self.real_len}"
+
+
+CONFIGS = {c.name: c for c in (BenchConfig(4, 32, 10, 64, 64), BenchConfig(20, 64, 30, 128, 128),
+                               BenchConfig(40, 64, 100, 128, 128))}
+SWEEP_BASE = BenchConfig(20, 64, 0, 128, 128)  # T filled in per sweep point
+
+
+# ---- shared by both frameworks -----------------------------------------------
+
+def experiment_config(bc: BenchConfig, remat: bool, remat_policy: str,
+                      scan_unroll: int = 1) -> ml_collections.ConfigDict:
+  """configs/default.py with the benchmark's shapes: one source of hyper-parameters for both frameworks."""
+  if bc.M % NUM_CLASSES:
+    raise ValueError(f"M={bc.M} must be a multiple of {NUM_CLASSES} classes")
+  cfg = default.get_config()
+  cfg.max_len = max(bc.L, bc.real_len)
+  cfg.n_per_class = bc.M // NUM_CLASSES
+  cfg.inner_steps = bc.T
+  cfg.model.size = "tiny"
+  cfg.model.dropout = 0.0
+  cfg.init.kind = "random"
+  cfg.synthetic.kind = "direct"
+  cfg.synthetic.init = "random"
+  cfg.synthetic.label_mode = "hard"
+  cfg.inner.optimizer = "sgd"
+  cfg.inner.batch_size = 0
+  cfg.inner.remat = remat
+  cfg.inner.remat_policy = remat_policy
+  cfg.inner.scan_unroll = scan_unroll
+  cfg.outer.real_batch_size = bc.real_batch
+  cfg.outer.inits_per_step = 1
+  return cfg
+
+
+def make_inputs(bc: BenchConfig, init_std: float, seed: int) -> dict[str, np.ndarray]:
+  """Synthetic start (N(0, init_std) embeddings, balanced hard labels) and a random padded real set."""
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(bc.real_len // 2, bc.real_len + 1, size=REAL_ROWS)
+  real_mask = (np.arange(bc.real_len)[None, :] < lengths[:, None]).astype(np.int32)
+  ids = rng.integers(1, BERT_TINY["vocab_size"], size=(REAL_ROWS, bc.real_len)).astype(np.int32)
+  return dict(x0=(init_std * rng.standard_normal((bc.M, bc.L, BERT_TINY["hidden_size"]))).astype(np.float32),
+              labels=(np.arange(bc.M) % NUM_CLASSES).astype(np.int32),
+              real_ids=ids * real_mask, real_mask=real_mask,
+              real_labels=rng.integers(0, NUM_CLASSES, size=REAL_ROWS).astype(np.int32))
+
+
+def inverse_softplus(y: float) -> float:
+  return float(np.log(np.expm1(y)))
+
+
+def max_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def time_steps(step: Callable[[], float], repeats: int) -> dict[str, Any]:
+  """One warm-up call, then `repeats` timed calls; `step` must block until its work is done."""
+  t0 = time.perf_counter()
+  first_loss = step()
+  first = time.perf_counter() - t0
+  times, loss = [], first_loss
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    loss = step()
+    times.append(time.perf_counter() - t0)
+  return dict(first_s=first, times=times, median_s=statistics.median(times),
+              first_loss=first_loss, last_loss=loss)
+
+
+# ---- JAX worker ----------------------------------------------------------------
+
+def jax_step(bc: BenchConfig, remat: bool, remat_policy: str, seed: int,
+             scan_unroll: int = 1) -> tuple[Callable, dict, dict, dict]:
+  """(jitted step, state, static, real) from the project's own functions, so the numbers are the engine's."""
+  import jax
+  import jax.numpy as jnp
+  from distill_jax import distill, modeling, synthetic
+
+  cfg = experiment_config(bc, remat, remat_policy, scan_unroll)
+  model = modeling.build_model(cfg, NUM_CLASSES)
+  mismatch = {k: (v, getattr(model.config, k)) for k, v in BERT_TINY.items() if getattr(model.config, k) != v}
+  assert not mismatch, f"BERT_TINY disagrees with bert.preset('tiny'): {mismatch}"
+  syn = synthetic.Direct(synthetic.SetShape(bc.M, bc.L, model.config.hidden_size, NUM_CLASSES, "hard"))
+  inp = make_inputs(bc, cfg.synthetic.init_std, seed)
+  data, static = syn.init(jnp.asarray(inp["x0"]), np.ones((bc.M, bc.L), np.int32), inp["labels"])
+  learned = {"data": data, "lr": synthetic.init_step_sizes(cfg.inner.lr, bc.T, cfg.inner.lr_param)}
+  spec = distill.InnerSpec.from_config(cfg)
+  tx = distill.outer_tx(cfg)
+  meta_loss = distill.make_meta_loss(model, syn, modeling.make_init_fn(model, cfg.init), spec,
+                                     cfg.outer.real_batch_size, cfg.outer.inits_per_step)
+  step = distill.make_train_step(meta_loss, tx, spec.lr_param)
+  real = dict(input_ids=jnp.asarray(inp["real_ids"]), attention_mask=jnp.asarray(inp["real_mask"]),
+              labels=jnp.asarray(inp["real_labels"]))
+  return step, distill.init_state(learned, tx, cfg.seed), static, real
+
+
+def run_jax(bc: BenchConfig, repeats: int, remat: bool, remat_policy: str, seed: int) -> dict:
+  """Compile time (lower + compile, timed apart from the steps), step times, RSS and XLA's buffer sizes."""
+  import jax
+  step, state, static, real = jax_step(bc, remat, remat_policy, seed)
+  base = max_rss_mib()
+  t0 = time.perf_counter()
+  compiled = step.lower(state, static, real).compile()
+  compile_s = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  box = [state]
+
+  def one() -> float:
+    box[0], m = compiled(box[0], static, real)
+    jax.block_until_ready((box[0], m))
+    assert bool(m["finite"]), "non-finite meta-loss or meta-gradient"
+    return float(m["meta_loss"])
+
+  out = time_steps(one, repeats)
+  return dict(out, compile_s=compile_s, base_rss_mib=base, peak_rss_mib=max_rss_mib(),
+              xla_temp_mib=mem.temp_size_in_bytes / 2**20 if mem else None)
+
+
+def run_jax_flops(bc: BenchConfig, remat: bool, remat_policy: str, seed: int) -> dict:
+  """flops(T) = A + T·B from the step compiled with scan_unroll 1, 2, 4 (see FLOPS_METHOD)."""
+  counts = {}
+  for k in FLOP_FIT_UNROLLS:
+    step, state, static, real = jax_step(dataclasses.replace(bc, T=FLOP_FIT_T), remat, remat_policy, seed,
+                                         scan_unroll=k)
+    ca = step.lower(state, static, real).compile().cost_analysis()
+    counts[k] = float((ca[0] if isinstance(ca, (list, tuple)) else ca)["flops"])
+  k1, k2, k3 = FLOP_FIT_UNROLLS
+  b = (counts[k2] - counts[k1]) / (k2 - k1)
+  a = counts[k1] - b * k1
+  return dict(flops=a + b * bc.T, flops_a=a, flops_b=b, counts=counts,
+              fit_rel_err=abs(a + b * k3 - counts[k3]) / counts[k3])
+
+
+def peak_jax(n: int, tries: int) -> float:
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a, a).block_until_ready()
+  return best_rate(lambda: dot(a, a).block_until_ready(), 2.0 * n**3, tries)
+
+
+# ---- torch worker --------------------------------------------------------------
+
+def run_torch(bc: BenchConfig, repeats: int, seed: int, count_flops: bool) -> dict:
+  """Same shapes and update as the JAX step: fresh θ0, sampled real batch, meta-gradient, clip, Adam."""
+  import torch
+  from torch.utils.flop_counter import FlopCounterMode
+  from benchmarks import torch_reference as ref
+
+  cfg = experiment_config(bc, remat=False, remat_policy="")
+  if cfg.inner.optimizer != "sgd":
+    raise ValueError("the torch reference implements the momentum-SGD inner loop only")
+  torch.manual_seed(seed)
+  gen = torch.Generator().manual_seed(seed)
+  model = ref.build_model(BERT_TINY)
+  inp = make_inputs(bc, cfg.synthetic.init_std, seed)
+  x = torch.tensor(inp["x0"], requires_grad=True)
+  r = torch.full((bc.T,), inverse_softplus(cfg.inner.lr), requires_grad=True)
+  opt = torch.optim.Adam([{"params": [x], "lr": cfg.outer.lr}, {"params": [r], "lr": cfg.outer.lr_lr}])
+  mask = torch.ones(bc.M, bc.L, dtype=torch.long)
+  targets = torch.nn.functional.one_hot(torch.as_tensor(inp["labels"]).long(), NUM_CLASSES).float()
+  real = {k: torch.as_tensor(inp[k]).long() for k in ("real_ids", "real_mask", "real_labels")}
+
+  def one() -> float:
+    theta0 = ref.fresh_params(model, gen, BERT_TINY["initializer_range"])
+    idx = torch.randperm(REAL_ROWS, generator=gen)[:bc.real_batch]
+    loss, dx, dr = ref.loss_and_grads(model, theta0, x, mask, targets, r, real["real_ids"][idx],
+                                      real["real_mask"][idx], real["real_labels"][idx], cfg.inner.momentum)
+    x.grad, r.grad = dx, dr
+    if cfg.outer.clip:
+      torch.nn.utils.clip_grad_norm_([x, r], cfg.outer.clip)
+    opt.step()
+    return float(loss)
+
+  base = max_rss_mib()
+  out = time_steps(one, repeats)
+  out.update(base_rss_mib=base, peak_rss_mib=max_rss_mib(), threads=torch.get_num_threads())
+  if count_flops:  # after timing and the RSS reading: the counter's bookkeeping is not part of either
+    with FlopCounterMode(display=False) as counter:
+      one()
+    out["flops"] = float(counter.get_total_flops())
+  return out
+
+
+def peak_torch(n: int, tries: int) -> float:
+  import torch
+  a = torch.randn(n, n)
+  torch.mm(a, a)
+  return best_rate(lambda: torch.mm(a, a), 2.0 * n**3, tries)
+
+
+def best_rate(fn: Callable[[], Any], flops: float, tries: int) -> float:
+  best = float("inf")
+  for _ in range(tries):
+    t0 = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - t0)
+  return flops / best
+
+
+def worker(job: dict) -> dict:
+  """Runs one measurement in this (fresh) process; `cpus` pins it before any framework starts its threads."""
+  if job.get("cpus"):
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:job["cpus"]])
+  kind = job["kind"]
+  if kind == "peak-jax":
+    return dict(flops_per_s=peak_jax(job["n"], job["tries"]))
+  if kind == "peak-torch":
+    return dict(flops_per_s=peak_torch(job["n"], job["tries"]))
+  bc = BenchConfig(**job["config"])
+  if kind == "jax":
+    return run_jax(bc, job["repeats"], job["remat"], job["remat_policy"], job["seed"])
+  if kind == "jax-flops":
+    return run_jax_flops(bc, job["remat"], job["remat_policy"], job["seed"])
+  if kind == "torch":
+    return run_torch(bc, job["repeats"], job["seed"], job["flops"])
+  raise ValueError(f"unknown job kind {kind!r}")
+
+
+# ---- parent --------------------------------------------------------------------
+
+def spawn(job: dict) -> dict:
+  """Runs `job` in a fresh interpreter; its progress goes to our stderr, its result comes back as JSON."""
+  cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(job)]
+  proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=worker_env())
+  lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_TAG)]
+  if proc.returncode != 0 or not lines:
+    raise RuntimeError(f"worker {job['kind']} failed (exit {proc.returncode}); stdout:\n{proc.stdout[-2000:]}")
+  return json.loads(lines[-1][len(RESULT_TAG):])
+
+
+def worker_env() -> dict[str, str]:
+  """Our environment, with passive OpenMP waiting unless set: on a shared (loaded) CPU torch's spinning
+  threads otherwise wait on each other at every barrier (measured: 26 s vs 0.6 s per step at load 8 on 2 cores)."""
+  return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def fmt(v: Optional[float], spec: str = ".3g") -> str:
+  return "—" if v is None else format(v, spec)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def log(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)
+
+
+def measure_peak(frameworks: list[str], n: int, cpus: int) -> dict[str, float]:
+  peaks = {fw: spawn(dict(kind=f"peak-{fw}", n=n, tries=5, cpus=cpus))["flops_per_s"] for fw in frameworks}
+  log("matmul peak: " + ", ".join(f"{fw} {p / 1e9:.1f} GFLOP/s" for fw, p in peaks.items()))
+  return peaks
+
+
+def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
+  """The main table (one row per framework and config) and the JAX/torch ratio table."""
+  common = dict(repeats=args.repeats, seed=args.seed, remat=not args.no_remat, remat_policy=args.remat_policy,
+                cpus=args.cpus)
+  rows, ratio_rows = [], []
+  for name in args.configs:
+    bc = CONFIGS[name]
+    res = {}
+    for fw in args.frameworks:
+      log(f"[{name}] {fw} ...")
+      job = dict(kind=fw, config=dataclasses.asdict(bc), flops=not args.no_flops, **common)
+      r = spawn(job)
+      if fw == "jax" and not args.no_flops:
+        r.update(spawn(dict(job, kind="jax-flops")))
+      res[fw] = r
+      rate = r["flops"] / r["median_s"] if "flops" in r else None
+      rows.append([bc.shape, fw, f"{r['median_s']:.3f}", f"{min(r['times']):.3f}–{max(r['times']):.3f}",
+                   fmt(r.get("compile_s"), ".1f"), f"{r['first_s']:.2f}", f"{r['peak_rss_mib']:.0f}",
+                   f"{r['base_rss_mib']:.0f}", fmt(r.get("xla_temp_mib"), ".1f"), fmt(r.get("flops"), ".3e"),
+                   fmt(r.get("fit_rel_err"), ".1e"), fmt(rate and rate / 1e9, ".2f"),
+                   fmt(rate and 100 * rate / peak, ".1f"),
+                   f"{r['first_loss']:.4f}→{r['last_loss']:.4f}"])
+      log(f"[{name}] {fw}: {r['median_s']:.3f} s/step, peak RSS {r['peak_rss_mib']:.0f} MiB"
+          + (f", flops fit rel. err {r['fit_rel_err']:.1e}" if "fit_rel_err" in r else ""))
+    if len(res) == 2:
+      ratio_rows.append([bc.shape, f"{res['jax']['median_s']:.3f}", f"{res['torch']['median_s']:.3f}",
+                         f"{res['jax']['median_s'] / res['torch']['median_s']:.2f}"])
+  out = [table(["config", "framework", "s/step (median)", "min–max", "compile s", "warm-up step s",
+                "peak RSS MiB", "RSS before step MiB", "XLA temp MiB", "FLOPs/step", "fit err", "GFLOP/s", "% of peak",
+                "meta-loss warm-up→last"], rows)]
+  if ratio_rows:
+    out.append(table(["config", "JAX s/step", "torch s/step", "JAX / torch"], ratio_rows))
+  return out
+
+
+def sweep_T(args: argparse.Namespace) -> list[str]:
+  """Peak memory vs T for M=20, L=64, real 128×128 (JAX): the target is peak(T=300) ≤ 3× peak(T=30)."""
+  res = {}
+  for t in args.sweep_ts:
+    bc = dataclasses.replace(SWEEP_BASE, T=t)
+    log(f"[sweep] T={t} ...")
+    res[t] = spawn(dict(kind="jax", config=dataclasses.asdict(bc), repeats=args.repeats, seed=args.seed,
+                        remat=not args.no_remat, remat_policy=args.remat_policy, cpus=args.cpus))
+  ref_t = 30 if 30 in res else min(res)
+  ref = res[ref_t]
+  rows = [[str(t), f"{r['median_s']:.3f}", f"{r['compile_s']:.1f}", f"{r['peak_rss_mib']:.0f}",
+           f"{r['base_rss_mib']:.0f}", f"{r['xla_temp_mib']:.1f}",
+           f"{r['peak_rss_mib'] / ref['peak_rss_mib']:.2f}",
+           f"{r['xla_temp_mib'] / ref['xla_temp_mib']:.2f}" if ref["xla_temp_mib"] else "—"]
+          for t, r in res.items()]
+  out = [table(["T", "s/step (median)", "compile s", "peak RSS MiB", "RSS before step MiB", "XLA temp MiB",
+                f"peak RSS / T={ref_t}", f"XLA temp / T={ref_t}"], rows)]
+  if 30 in res and 300 in res:
+    ratio = res[300]["peak_rss_mib"] / res[30]["peak_rss_mib"]
+    temp = res[300]["xla_temp_mib"] / res[30]["xla_temp_mib"] if res[30]["xla_temp_mib"] else float("nan")
+    out.append(f"Target peak RSS(T=300) ≤ 3 × peak RSS(T=30): ratio {ratio:.2f} → "
+               f"{'met' if ratio <= 3 else 'NOT met'} (XLA temp ratio {temp:.2f}).")
+  return out
+
+
+def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.datetime,
+           load: tuple[float, ...]) -> list[str]:
+  """Everything needed to reproduce or discount the numbers (the CPU is often shared)."""
+  packages = ("jax", "jaxlib", "flax", "torch", "transformers")
+  versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in packages)
+  remat = "off" if args.no_remat else f"on, policy {args.remat_policy}"
+  lines = [
+      f"Command: `{shlex.join([os.path.basename(sys.executable)] + sys.argv)}`",
+      f"Date: {started.isoformat(timespec='seconds')}",
+      f"CPU: {cpu_model()} × {os.cpu_count()} logical cores; load average at start "
+      f"{' '.join(f'{v:.2f}' for v in load)}",
+      f"Versions: python {platform.python_version()}, {versions}",
+      f"Threads: workers pinned to {args.cpus or len(os.sched_getaffinity(0))} CPU(s) (the frameworks' default thread "
+      f"counts follow); OMP_WAIT_POLICY={worker_env()['OMP_WAIT_POLICY']}",
+      f"Model: BERT-Tiny shape ({BERT_TINY['num_hidden_layers']} layers, hidden {BERT_TINY['hidden_size']}, "
+      f"{BERT_TINY['num_attention_heads']} heads, intermediate {BERT_TINY['intermediate_size']}, vocab "
+      f"{BERT_TINY['vocab_size']}), {NUM_CLASSES} classes, float32; inner: whole synthetic set per step, momentum SGD, "
+      f"softplus step sizes; JAX remat {remat}; fresh random θ0 every outer step; real batch sampled from "
+      f"{REAL_ROWS} random padded rows; outer update: clip + Adam on x and the raw step sizes.",
+      f"Timing: median of {args.repeats} timed steps after 1 warm-up step; each (framework, config) in a fresh "
+      "process, so peak RSS = that process's ru_maxrss (imports and, for JAX, compilation included); XLA temp = "
+      "compiled memory_analysis() temp buffers."]
+  if peaks:
+    lines += [f"Float32 matmul peak (best of 5, {args.peak_n}² × {args.peak_n}²): "
+              + ", ".join(f"{fw} {p / 1e9:.1f} GFLOP/s" for fw, p in peaks.items())
+              + f"; % of peak is against {max(peaks.values()) / 1e9:.1f} GFLOP/s.", FLOPS_METHOD]
+  return lines
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  csv = lambda s: [x for x in s.split(",") if x]
+  p.add_argument("--configs", type=csv, default=list(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
+  p.add_argument("--frameworks", type=csv, default=["jax", "torch"], help="subset of jax,torch")
+  p.add_argument("--repeats", type=int, default=5, help="timed steps after the warm-up (median reported)")
+  p.add_argument("--out", default="", help="also write the markdown report here (e.g. benchmarks/results/x.md)")
+  p.add_argument("--sweep-T", action="store_true", help="JAX peak memory vs T for M=20, L=64, real 128×128")
+  p.add_argument("--sweep-ts", type=lambda s: [int(x) for x in csv(s)], default=[10, 30, 100, 300],
+                 help="the T values of --sweep-T (default 10,30,100,300)")
+  p.add_argument("--remat-policy", default=default.get_config().inner.remat_policy,
+                 help="JAX inner-step checkpoint policy (configs/default.py's by default)")
+  p.add_argument("--no-remat", action="store_true", help="JAX: store every inner step's activations")
+  p.add_argument("--no-flops", action="store_true", help="skip the FLOP counts (saves 3 JAX compiles per config)")
+  p.add_argument("--peak-n", type=int, default=2048, help="matmul size for the float32 peak")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--cpus", type=int, default=0, help="pin each worker to this many CPUs (0 = all it may use)")
+  p.add_argument("--worker", help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  bad = [c for c in args.configs if c not in CONFIGS] + [f for f in args.frameworks if f not in ("jax", "torch")]
+  if bad:
+    p.error(f"unknown config/framework {bad}; configs: {list(CONFIGS)}, frameworks: jax, torch")
+  return args
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+  args = parse_args(argv)
+  if args.worker:
+    print(RESULT_TAG + json.dumps(worker(json.loads(args.worker))), flush=True)
+    return
+  started, load = datetime.datetime.now().astimezone(), os.getloadavg()
+  peaks = {} if args.sweep_T else measure_peak(args.frameworks, args.peak_n, args.cpus)
+  body = sweep_T(args) if args.sweep_T else bench_configs(args, max(peaks.values()))
+  report = "\n\n".join(["# Outer-step benchmark" + (" (T sweep)" if args.sweep_T else ""),
+                        "\n".join(f"- {line}" for line in header(args, peaks, started, load)), *body]) + "\n"
+  print(report)
+  if args.out:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+      f.write(report)
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
