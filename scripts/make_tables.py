@@ -103,8 +103,40 @@ def remedies_table() -> str:
   return "\n".join(rows + ["", "Commands:", *cmds])
 
 
+def addressable_table() -> str:
+  rows = ["| θ0 | dataset | parametrisation | examples | learned floats (storage) | distilled | s / outer step |",
+          "|---|---|---|---|---|---|---|"]
+  runs = load("addressable/*.json")
+  for name, r in runs.items():
+    rows.append(f"| {r['init_kind']} | {NAMES[r['dataset']]} | {r['synthetic_kind']} | {r['num_examples']} | "
+                f"{r['storage_floats']:,} | {mean_std(r['distilled'])} | "
+                f"{r['seconds_per_outer_step']:.2f} |")
+  cmds = [f"- `{name}`: `{r['command']}`" for name, r in runs.items()]
+  return "\n".join(rows + ["", "Commands:", *cmds])
+
+
+def benchmark_table() -> str:
+  """The tables and the reproduction lines of the committed benchmark reports, verbatim."""
+  out = []
+  for name in ("outer.md", "sweep_T.md"):
+    path = os.path.join(ROOT, "benchmarks", "results", name)
+    if not os.path.exists(path):
+      continue
+    lines = open(path).read().splitlines()
+    keep = [l for l in lines if l.startswith(("|", "Target", "- Command", "- Date", "- CPU", "- Float32"))]
+    out += [f"From `benchmarks/results/{name}`:", ""]
+    for i, l in enumerate(keep):  # a blank line before each table header and after each table
+      header = i + 1 < len(keep) and keep[i + 1].startswith("|---")
+      if out and out[-1] and (header or (out[-1].startswith("|") and not l.startswith("|"))):
+        out.append("")
+      out.append(l)
+    out.append("")
+  return "\n".join(out).rstrip()
+
+
 TABLES = {"table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
-          "remedies": remedies_table}
+          "remedies": remedies_table,
+          "addressable": addressable_table, "benchmark": benchmark_table}
 DOCS = ("README.md", "docs/diagnosis.md")
 
 

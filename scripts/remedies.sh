@@ -9,17 +9,5 @@ cd "$(dirname "$0")/.."
 variant=$1; dataset=$2; shift 2
 name=${NAME:-${variant}_${dataset}}
 RUNS=${RUNS:-runs/remedies}
-mkdir -p results/remedies
-distill="--config=configs/remedies.py:$variant --config.dataset=$dataset $*"
-evaluate="--config=configs/remedies.py:$variant --config.dataset=$dataset --config.mode=evaluate --config.checkpoint=$RUNS/$name/distill --config.evaluate.seeds=5"
-rm -rf "$RUNS/$name"
-python -m distill_jax.main $distill --workdir="$RUNS/$name/distill"
-python -m distill_jax.main $evaluate --workdir="$RUNS/$name/eval"
-python - "$RUNS/$name" "results/remedies/$name.json" "$distill" "$evaluate" <<'PY'
-import json, sys
-run = sys.argv[1]
-r = json.load(open(f"{run}/eval/result_evaluate.json"))
-r["command"] = (f"python -m distill_jax.main {sys.argv[3]} --workdir={run}/distill && "
-                f"python -m distill_jax.main {sys.argv[4]} --workdir={run}/eval")
-json.dump(r, open(sys.argv[2], "w"), indent=2, sort_keys=True)
-PY
+python scripts/distill_eval.py --out "results/remedies/$name.json" --run "$RUNS/$name" -- \
+  --config=configs/remedies.py:$variant --config.dataset=$dataset "$@"

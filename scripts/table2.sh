@@ -9,25 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/table2}
-mkdir -p results/table2
 COMMON="--config.synthetic.init=random --config.n_per_class=10 --config.inner_steps=10 --config.outer.steps=150"
 declare -A CFG=([sst2]=configs/sst2.py [rotten_tomatoes]=configs/rotten_tomatoes.py
                 [imdb]="configs/imdb.py --config.max_len=128" [ag_news]=configs/agnews.py)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(rotten_tomatoes sst2 ag_news imdb)
 for d in "${names[@]}"; do
-  distill="--config=${CFG[$d]} $COMMON"
-  evaluate="--config=${CFG[$d]} --config.mode=evaluate --config.checkpoint=$RUNS/$d/distill --config.evaluate.seeds=5"
   echo "== $d"
-  rm -rf "$RUNS/$d"
-  python -m distill_jax.main $distill --workdir="$RUNS/$d/distill"
-  python -m distill_jax.main $evaluate --workdir="$RUNS/$d/eval"
-  python - "$RUNS/$d/eval/result_evaluate.json" "results/table2/$d.json" "$distill" "$evaluate" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-run = sys.argv[1].rsplit("/eval/", 1)[0]
-r["command"] = (f"python -m distill_jax.main {sys.argv[3]} --workdir={run}/distill && "
-                f"python -m distill_jax.main {sys.argv[4]} --workdir={run}/eval")
-json.dump(r, open(sys.argv[2], "w"), indent=2, sort_keys=True)
-PY
+  python scripts/distill_eval.py --out "results/table2/$d.json" --run "$RUNS/$d" -- --config=${CFG[$d]} $COMMON
 done

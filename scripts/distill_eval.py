@@ -1,0 +1,62 @@
+"""Distil, evaluate the checkpoint, and keep one result file for the tables.
+
+The result is `result_evaluate.json` plus the two commands that made it and the
+distillation's seconds per outer step (median over logging intervals after the
+first, which holds the compile), so every table row can be reproduced and timed.
+
+  python scripts/distill_eval.py --out results/remedies/x.json --run runs/remedies/x \
+      [--eval-arg=--config.evaluate.decode=False ...] -- --config=configs/sst2.py [--config.KEY=VALUE ...]
+
+The config arguments after `--` go to both runs; `--eval-arg`s only to evaluate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def seconds_per_step(metrics_path: str) -> float | None:
+  rows = [json.loads(l) for l in open(metrics_path) if l.strip()]
+  rows = [r for r in rows if "seconds" in r and "step" in r]
+  rates = [(b["seconds"] - a["seconds"]) / (b["step"] - a["step"]) for a, b in zip(rows[1:], rows[2:])
+           if b["step"] > a["step"]]
+  return statistics.median(rates) if rates else None
+
+
+def main(argv: list[str]) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--out", required=True, help="result JSON to write")
+  p.add_argument("--run", required=True, help="run directory (replaced): RUN/distill and RUN/eval")
+  p.add_argument("--eval-arg", action="append", default=[], help="extra argument for the evaluate run only")
+  p.add_argument("--seeds", type=int, default=5, help="evaluation seeds")
+  args, config_args = p.parse_known_args(argv)
+  config_args = [a for a in config_args if a != "--"]
+  distill = [*config_args, f"--workdir={args.run}/distill"]
+  evaluate = [*config_args, "--config.mode=evaluate", f"--config.checkpoint={args.run}/distill",
+              f"--config.evaluate.seeds={args.seeds}", *args.eval_arg, f"--workdir={args.run}/eval"]
+  shutil.rmtree(os.path.join(ROOT, args.run), ignore_errors=True)
+  commands = [[sys.executable, "-m", "distill_jax.main", *a] for a in (distill, evaluate)]
+  for cmd in commands:
+    print("==", shlex.join(cmd[1:]), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+  result = json.load(open(os.path.join(ROOT, args.run, "eval", "result_evaluate.json")))
+  result["command"] = " && ".join(shlex.join(["python", *cmd[2:]]) for cmd in commands)
+  result["seconds_per_outer_step"] = seconds_per_step(os.path.join(ROOT, args.run, "distill", "metrics.jsonl"))
+  os.makedirs(os.path.dirname(os.path.join(ROOT, args.out)), exist_ok=True)
+  with open(os.path.join(ROOT, args.out), "w") as f:
+    json.dump(result, f, indent=2, sort_keys=True)
+  print(f"wrote {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
