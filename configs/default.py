@@ -70,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.inner.remat_policy = "nothing_saveable"
   c.inner.scan_unroll = 1
   c.inner.backprop_steps = 0  # truncated BPTT: meta-gradient through the last k inner steps (0 = all)
+  c.inner.random_window = False  # RaT-BPTT: the k backprop steps end at a random step (evaluation runs all T)
   c.inner.adam_eps = 1e-8  # inner Adam only; larger values smooth the meta-gradient
 
   # Outer loop: Adam on the synthetic set and step sizes.

@@ -35,6 +35,7 @@ class InnerSpec:
   remat_policy: str = "nothing_saveable"
   scan_unroll: int = 1
   backprop_steps: int = 0  # truncated BPTT: meta-gradient through the last k steps only (0 = all)
+  random_window: bool = False  # RaT-BPTT: those k steps end at a random step in [k, T]
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict) -> "InnerSpec":
@@ -42,7 +43,7 @@ class InnerSpec:
                tx=inner.direction(cfg.inner.optimizer, momentum=cfg.inner.momentum, eps=cfg.inner.adam_eps),
                lr_param=cfg.inner.lr_param, remat=cfg.inner.remat,
                remat_policy=cfg.inner.remat_policy, scan_unroll=cfg.inner.scan_unroll,
-               backprop_steps=cfg.inner.backprop_steps)
+               backprop_steps=cfg.inner.backprop_steps, random_window=cfg.inner.random_window)
 
 
 # Above this many rows, minibatches are drawn with replacement: a permutation per
@@ -79,8 +80,16 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
 
   run = functools.partial(inner.unroll, loss_fn, tx=spec.tx, remat=spec.remat,
                           remat_policy=spec.remat_policy, scan_unroll=spec.scan_unroll)
-  cut = lrs.shape[0] - spec.backprop_steps if 0 < spec.backprop_steps < lrs.shape[0] else 0
-  if cut:
+  steps, window = lrs.shape[0], spec.backprop_steps
+  cut = steps - window if 0 < window < steps else 0
+  if cut and spec.random_window:
+    # RaT-BPTT (Feng et al. 2024): train for a random number of steps `end` in
+    # [k, T] and backpropagate through the last k of them. Shapes stay static:
+    # steps from `end` on get step size 0, and the carry entering `end - k` is cut.
+    end = jax.random.randint(jax.random.fold_in(key, 1), (), window, steps + 1)
+    t = jnp.arange(steps)
+    p_t, _, losses = run(trainable, xs, jnp.where(t < end, lrs, 0.0), cut=t == end - window)
+  elif cut:
     # Truncated BPTT: the first steps run without a gradient path; only the last
     # `backprop_steps` carry meta-gradient (and remat memory) back to the set.
     head = jax.tree_util.tree_map(lambda a: a[:cut], xs)

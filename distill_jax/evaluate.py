@@ -49,7 +49,8 @@ def _predict_fn(model) -> Callable:
 @functools.lru_cache(maxsize=None)
 def make_trainer(model, spec: distill.InnerSpec) -> Callable:
   """jit(θ0 key, data, lrs) → θT; forward only, so no remat is needed."""
-  fwd = distill.InnerSpec(**{**spec.__dict__, "remat": False})
+  # Forward only: no remat, and every one of the T steps (no truncation or random window).
+  fwd = distill.InnerSpec(**{**spec.__dict__, "remat": False, "backprop_steps": 0, "random_window": False})
 
   @jax.jit
   def train(theta0, data_arrays, lrs, key):
@@ -134,9 +135,22 @@ def checkpoint_dir(path: str) -> str:
 
 
 def eval_config(cli_cfg: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
-  """The distillation run's config, with this command's data paths and evaluation settings."""
-  cfg = ml_collections.ConfigDict(saved)
-  with cfg.unlocked():
+  """The distillation run's config, with this command's data paths and evaluation settings.
+
+  Keys the checkpoint predates keep this command's values (their defaults reproduce
+  the behaviour from before the key existed), so old checkpoints stay loadable.
+  """
+  cfg = ml_collections.ConfigDict(cli_cfg.to_dict())
+
+  def merge(node: ml_collections.ConfigDict, values: dict) -> None:
+    for key, value in values.items():
+      if isinstance(value, dict) and isinstance(node.get(key), ml_collections.ConfigDict):
+        merge(node[key], value)
+      else:
+        node[key] = value
+
+  with cfg.unlocked(), cfg.ignore_type():
+    merge(cfg, saved)
     for key in ("data_dir", "vocab", "cache_dir", "eval_split", "eval_limit", "checkpoint"):
       cfg[key] = cli_cfg[key]
     cfg.mode = "evaluate"

@@ -47,13 +47,15 @@ def direction(kind: str, momentum: float = 0.9, b1: float = 0.9, b2: float = 0.9
 def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
            tx: optax.GradientTransformation, opt_state: Any = None, *,
            remat: bool = True, remat_policy: str = "nothing_saveable",
-           scan_unroll: int = 1) -> tuple[Params, Any, jax.Array]:
+           scan_unroll: int = 1, cut: Optional[jax.Array] = None) -> tuple[Params, Any, jax.Array]:
   """Runs `len(lrs)` steps; step t sees `xs[t]` and step size `lrs[t]`.
 
   `loss_fn(params, x_t) -> (loss, aux)` builds its own batch from `x_t`
   (indices into a synthetic set, a real batch, a dropout key...), so one loop
   serves every data source. Returns final params, optimizer state and the
-  per-step losses.
+  per-step losses. `cut[t]` (bool, traced) stops the gradient through the carry
+  entering step t: the meta-gradient then only sees steps after the last cut,
+  wherever a random window put it.
   """
   chex.assert_rank(lrs, 1)
   chex.assert_tree_shape_prefix(xs, (lrs.shape[0],))
@@ -63,7 +65,12 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
 
   def step(carry, inp):
     p, s = carry
-    x_t, lr_t = inp
+    x_t, lr_t, cut_t = inp
+    if cut_t is not None:  # same values; gradient kept only where cut_t is False
+      keep = 1.0 - cut_t.astype(lrs.dtype)
+      p, s = jax.tree_util.tree_map(
+          lambda a: a if not jnp.issubdtype(a.dtype, jnp.inexact)
+          else jax.lax.stop_gradient(a) + keep.astype(a.dtype) * (a - jax.lax.stop_gradient(a)), (p, s))
     g, loss = grad_fn(p, x_t)
     d, s = tx.update(g, s, p)
     p = jax.tree_util.tree_map(lambda a, b: a - (lr_t * b).astype(a.dtype), p, d)
@@ -73,6 +80,6 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
     if remat_policy not in REMAT_POLICIES:
       raise UserError(f"unknown remat_policy {remat_policy!r}; use one of {sorted(REMAT_POLICIES)}")
     step = jax.checkpoint(step, policy=REMAT_POLICIES[remat_policy])
-  (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (xs, lrs),
+  (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (xs, lrs, cut),
                                              unroll=scan_unroll)
   return params, opt_state, losses

@@ -10,7 +10,7 @@
 # setting where unrolled distillation of a random-init BERT-Tiny learns) or
 # `random` (the paper's fresh θ0 per outer step).
 # Writes results/addressable/<setting>_<dataset>_<kind>.json.
-# Usage: SETTING=fixed bash scripts/addressable.sh [dataset ...]
+# Usage: SETTING=fixed [RESUME=1] bash scripts/addressable.sh [dataset ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SETTING=${SETTING:-fixed}
@@ -25,7 +25,7 @@ for d in "${names[@]}"; do
   for kind in direct addressable; do
     if [ $kind = direct ]; then cfg="--config=${CFG[$d]} --config.n_per_class=10"; else cfg="--config=configs/addressable.py:$d"; fi
     echo "== $SETTING $d $kind"
-    python scripts/distill_eval.py --out "results/addressable/${SETTING}_${d}_${kind}.json" \
+    python scripts/distill_eval.py ${RESUME:+--resume} --out "results/addressable/${SETTING}_${d}_${kind}.json" \
       --run "$RUNS/${SETTING}_${d}_${kind}" -- $cfg $COMMON ${EXTRA[$d]:-}
   done
 done

@@ -38,15 +38,19 @@ def main(argv: list[str]) -> int:
   p.add_argument("--run", required=True, help="run directory (replaced): RUN/distill and RUN/eval")
   p.add_argument("--eval-arg", action="append", default=[], help="extra argument for the evaluate run only")
   p.add_argument("--seeds", type=int, default=5, help="evaluation seeds")
+  p.add_argument("--resume", action="store_true",
+                 help="keep RUN/distill and continue it from its last checkpoint (default: start afresh)")
   args, config_args = p.parse_known_args(argv)
   config_args = [a for a in config_args if a != "--"]
   distill = [*config_args, f"--workdir={args.run}/distill"]
   evaluate = [*config_args, "--config.mode=evaluate", f"--config.checkpoint={args.run}/distill",
               f"--config.evaluate.seeds={args.seeds}", *args.eval_arg, f"--workdir={args.run}/eval"]
-  shutil.rmtree(os.path.join(ROOT, args.run), ignore_errors=True)
+  shutil.rmtree(os.path.join(ROOT, args.run, "eval"), ignore_errors=True)
+  if not args.resume:
+    shutil.rmtree(os.path.join(ROOT, args.run), ignore_errors=True)
   commands = [[sys.executable, "-m", "distill_jax.main", *a] for a in (distill, evaluate)]
   for cmd in commands:
-    print("==", shlex.join(cmd[1:]), flush=True)
+    print("==", shlex.join(["python", *cmd[1:]]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
   result = json.load(open(os.path.join(ROOT, args.run, "eval", "result_evaluate.json")))
   result["command"] = " && ".join(shlex.join(["python", *cmd[2:]]) for cmd in commands)

@@ -97,3 +97,16 @@ def test_addressable_parametrisation_trains_through_the_same_engine(tmp_path):
   d1 = state["learned"]["data"]
   for k in ("bases", "addresses", "label_bases"):
     assert np.abs(np.asarray(d1[k]) - np.asarray(d0[k])).max() > 0, k
+
+
+def test_evaluate_config_keeps_saved_values_and_defaults_keys_the_checkpoint_predates(tmp_path):
+  from distill_jax import evaluate
+  cli = tiny_cli_config(tmp_path)
+  saved = cli.to_dict()
+  saved["inner"] = {k: v for k, v in saved["inner"].items() if k != "random_window"}  # an older run
+  saved["inner_steps"], saved["inner"]["lr"] = 7, 0.123
+  cli.evaluate.seeds = 3
+  cfg = evaluate.eval_config(cli, saved)
+  assert cfg.inner_steps == 7 and cfg.inner.lr == 0.123  # the distillation run's values
+  assert cfg.inner.random_window is False  # the missing key: today's default
+  assert cfg.evaluate.seeds == 3 and cfg.mode == "evaluate"  # this command's evaluation settings

@@ -115,3 +115,45 @@ def test_minibatch_indices_are_distinct_per_step():
     assert len(set(row.tolist())) == 4
   full = distill.minibatch_indices(jax.random.PRNGKey(0), 3, 5, 0)
   np.testing.assert_array_equal(full, np.tile(np.arange(5), (3, 1)))
+
+
+def _meta_with_key(model, init_fn, spec, real):
+  """jit(x, lr_raw, key) -> meta-loss: `_meta` with the inner-loop key as an argument."""
+  @jax.jit
+  def f(x, lr_raw, key):
+    data = dict(inputs_embeds=x, attention_mask=jnp.ones(x.shape[:2], jnp.int32),
+                targets=jax.nn.one_hot(jnp.array([0, 1, 0, 1]), 2).astype(x.dtype))
+    theta, _ = distill.train_on_set(model, init_fn(jax.random.PRNGKey(0)), data,
+                                    synthetic.step_sizes(lr_raw, "softplus"), key, spec)
+    return modeling.loss_and_accuracy(model, theta, real)[0]
+  return f
+
+
+def test_truncated_bptt_reaches_only_the_last_steps(tiny_bert_config):
+  model, init_fn, spec, data, real, lr_raw = _problem(tiny_bert_config)
+  key, x = jax.random.PRNGKey(1), data["inputs_embeds"]
+  full = _meta_with_key(model, init_fn, spec, real)
+  trunc = _meta_with_key(model, init_fn, distill.InnerSpec(**{**spec.__dict__, "backprop_steps": 2}), real)
+  np.testing.assert_allclose(trunc(x, lr_raw, key), full(x, lr_raw, key), rtol=1e-6)  # same forward
+  glr = np.asarray(jax.jit(jax.grad(trunc, argnums=1))(x, lr_raw, key))
+  assert np.all(glr[:T - 2] == 0) and np.all(glr[T - 2:] != 0), glr
+
+
+def test_random_window_backpropagates_through_k_steps_ending_at_a_random_step(tiny_bert_config):
+  model, init_fn, spec, data, real, lr_raw = _problem(tiny_bert_config)
+  window = _meta_with_key(model, init_fn, distill.InnerSpec(**{**spec.__dict__, "backprop_steps": 2,
+                                                               "random_window": True}), real)
+  full = _meta_with_key(model, init_fn, spec, real)
+  grad = jax.jit(jax.grad(window, argnums=1))
+  x, ends = data["inputs_embeds"], set()
+  for seed in range(4):
+    key = jax.random.PRNGKey(seed)
+    glr = np.asarray(grad(x, lr_raw, key))
+    live = np.flatnonzero(glr)
+    assert len(live) == 2 and live[1] == live[0] + 1, glr  # exactly k consecutive steps
+    end = int(live[1]) + 1
+    ends.add(end)
+    # Forward: θ after `end` steps, i.e. the full loop with zero step size from `end` on.
+    stopped = lr_raw.at[end:].set(-1e4)  # softplus(-1e4) = 0
+    np.testing.assert_allclose(window(x, lr_raw, key), full(x, stopped, key), rtol=1e-6)
+  assert len(ends) >= 2, ends  # the window moves with the key
