@@ -71,10 +71,12 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
   frozen_keys = (modeling.WORD_EMBEDDINGS,) if "inputs_embeds" in data else ()
   trainable, frozen = modeling.split_frozen(theta0, frozen_keys)
   size = jax.tree_util.tree_leaves(data)[0].shape[0]
-  xs = minibatch_indices(key, lrs.shape[0], size, spec.batch_size)
+  whole = spec.batch_size <= 0 or spec.batch_size >= size
+  xs = None if whole else minibatch_indices(key, lrs.shape[0], size, spec.batch_size)
 
   def loss_fn(p, idx):
-    batch = jax.tree_util.tree_map(lambda a: a[idx], data)
+    # The whole set each step needs no gather, whose transpose is a scatter-add per step.
+    batch = data if idx is None else jax.tree_util.tree_map(lambda a: a[idx], data)
     loss, _ = modeling.loss_and_accuracy(model, modeling.merge(p, frozen), batch)
     return loss, loss
 
