@@ -65,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.inner.momentum = 0.9
   c.inner.lr = 0.01  # initial step size
   c.inner.lr_param = "softplus"  # softplus | log
+  c.inner.lr_groups = "global"  # global (one step size per step) | layer (per step and module: embeddings, each layer, pooler, head)
   c.inner.batch_size = 0  # synthetic minibatch per step; 0 = the whole synthetic set
   c.inner.remat = True
   c.inner.remat_policy = "nothing_saveable"

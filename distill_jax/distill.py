@@ -70,6 +70,8 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
   """
   frozen_keys = (modeling.WORD_EMBEDDINGS,) if "inputs_embeds" in data else ()
   trainable, frozen = modeling.split_frozen(theta0, frozen_keys)
+  # [T, G] step sizes: one column per parameter group (modeling.lr_groups "layer").
+  lr_index = modeling.group_index(trainable, modeling.lr_groups(theta0, "layer")) if lrs.ndim == 2 else None
   size = jax.tree_util.tree_leaves(data)[0].shape[0]
   whole = spec.batch_size <= 0 or spec.batch_size >= size
   xs = None if whole else minibatch_indices(key, lrs.shape[0], size, spec.batch_size)
@@ -81,7 +83,7 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
     return loss, loss
 
   run = functools.partial(inner.unroll, loss_fn, tx=spec.tx, remat=spec.remat,
-                          remat_policy=spec.remat_policy, scan_unroll=spec.scan_unroll)
+                          remat_policy=spec.remat_policy, scan_unroll=spec.scan_unroll, lr_index=lr_index)
   steps, window = lrs.shape[0], spec.backprop_steps
   cut = steps - window if 0 < window < steps else 0
   if cut and spec.random_window:
@@ -90,7 +92,8 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
     # steps from `end` on get step size 0, and the carry entering `end - k` is cut.
     end = jax.random.randint(jax.random.fold_in(key, 1), (), window, steps + 1)
     t = jnp.arange(steps)
-    p_t, _, losses = run(trainable, xs, jnp.where(t < end, lrs, 0.0), cut=t == end - window)
+    live = (t < end).reshape((steps,) + (1,) * (lrs.ndim - 1))
+    p_t, _, losses = run(trainable, xs, jnp.where(live, lrs, 0.0), cut=t == end - window)
   elif cut:
     # Truncated BPTT: the first steps run without a gradient path; only the last
     # `backprop_steps` carry meta-gradient (and remat memory) back to the set.
@@ -184,7 +187,9 @@ def init_state(learned: dict, tx: optax.GradientTransformation, seed: int) -> St
 # Config keys that fix the shapes of a checkpoint: resuming or evaluating with
 # other values cannot work, so they are checked before restoring.
 SHAPE_KEYS = ("dataset", "max_len", "n_per_class", "inner_steps", "model.size", "model.pretrained",
-              "synthetic.kind", "synthetic.num_bases", "synthetic.label_mode")
+              "synthetic.kind", "synthetic.num_bases", "synthetic.label_mode", "inner.lr_groups")
+# Shape keys added after checkpoints existed: a checkpoint without one was written with this value.
+_SHAPE_KEY_DEFAULTS = {"inner.lr_groups": "global"}
 
 
 def _get(cfg: dict, dotted: str):
@@ -195,9 +200,11 @@ def _get(cfg: dict, dotted: str):
 
 def check_compatible(saved: dict, current: dict, where: str) -> None:
   for key in SHAPE_KEYS:
-    if _get(saved, key) != _get(current, key):
-      raise UserError(f"checkpoint in {where} was written with {key}={_get(saved, key)!r} but the config "
-                      f"has {_get(current, key)!r}; use --config.{key}={_get(saved, key)!r} or a new --workdir")
+    was = _get(saved, key)
+    was = _SHAPE_KEY_DEFAULTS.get(key) if was is None else was
+    if was != _get(current, key):
+      raise UserError(f"checkpoint in {where} was written with {key}={was!r} but the config "
+                      f"has {_get(current, key)!r}; use --config.{key}={was!r} or a new --workdir")
 
 
 def build_synthetic(exp) -> tuple[Any, dict, dict]:
@@ -219,7 +226,9 @@ def build_synthetic(exp) -> tuple[Any, dict, dict]:
   else:
     raise UserError(f"unknown synthetic.init {cfg.synthetic.init!r}; use 'real' or 'random'")
   params, static = syn.init(embeds, masks, labels)
-  learned = {"data": params, "lr": synthetic.init_step_sizes(cfg.inner.lr, cfg.inner_steps, cfg.inner.lr_param)}
+  groups = modeling.lr_groups(jax.eval_shape(exp.init_fn, jax.random.PRNGKey(0)), cfg.inner.lr_groups)
+  lr = synthetic.init_step_sizes(cfg.inner.lr, cfg.inner_steps, cfg.inner.lr_param)
+  learned = {"data": params, "lr": lr if cfg.inner.lr_groups == "global" else jnp.tile(lr[:, None], (1, len(groups)))}
   return syn, learned, static
 
 

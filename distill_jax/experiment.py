@@ -42,6 +42,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       (cfg.n_per_class >= 1, "n_per_class must be >= 1"),
       (cfg.inner_steps >= 1, "inner_steps must be >= 1"),
       (cfg.inner.lr > 0, "inner.lr must be > 0"),
+      (cfg.inner.lr_groups in ("global", "layer"), "inner.lr_groups must be global or layer"),
       (cfg.inner.backprop_steps >= 0, "inner.backprop_steps must be >= 0 (0 = through all steps)"),
       (not cfg.inner.random_window or 0 < cfg.inner.backprop_steps < cfg.inner_steps,
        "inner.random_window needs 0 < inner.backprop_steps < inner_steps (the window length)"),

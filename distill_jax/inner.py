@@ -47,8 +47,12 @@ def direction(kind: str, momentum: float = 0.9, b1: float = 0.9, b2: float = 0.9
 def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
            tx: optax.GradientTransformation, opt_state: Any = None, *,
            remat: bool = True, remat_policy: str = "nothing_saveable",
-           scan_unroll: int = 1, cut: Optional[jax.Array] = None) -> tuple[Params, Any, jax.Array]:
+           scan_unroll: int = 1, cut: Optional[jax.Array] = None,
+           lr_index: Optional[Params] = None) -> tuple[Params, Any, jax.Array]:
   """Runs `len(lrs)` steps; step t sees `xs[t]` and step size `lrs[t]`.
+
+  `lrs` is [T], or [T, G] with `lr_index` (a params-shaped pytree of ints)
+  naming each leaf's column: per-group step sizes.
 
   `loss_fn(params, x_t) -> (loss, aux)` builds its own batch from `x_t`
   (indices into a synthetic set, a real batch, a dropout key...), so one loop
@@ -57,7 +61,7 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
   entering step t: the meta-gradient then only sees steps after the last cut,
   wherever a random window put it.
   """
-  chex.assert_rank(lrs, 1)
+  chex.assert_rank(lrs, 1 if lr_index is None else 2)
   chex.assert_tree_shape_prefix(xs, (lrs.shape[0],))
   if opt_state is None:
     opt_state = tx.init(params)
@@ -73,7 +77,9 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
           else jax.lax.stop_gradient(a) + keep.astype(a.dtype) * (a - jax.lax.stop_gradient(a)), (p, s))
     g, loss = grad_fn(p, x_t)
     d, s = tx.update(g, s, p)
-    p = jax.tree_util.tree_map(lambda a, b: a - (lr_t * b).astype(a.dtype), p, d)
+    lr = jax.tree_util.tree_map(lambda _: lr_t, p) if lr_index is None else \
+        jax.tree_util.tree_map(lambda i: lr_t[i], lr_index)
+    p = jax.tree_util.tree_map(lambda a, b, c: a - (c * b).astype(a.dtype), p, d, lr)
     return (p, s), loss
 
   if remat:

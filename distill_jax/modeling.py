@@ -43,6 +43,24 @@ def split_frozen(params: Params, frozen: tuple[tuple[str, ...], ...]) -> tuple[P
   return tu.unflatten_dict(train), tu.unflatten_dict(fixed)
 
 
+def lr_groups(params: Params, kind: str) -> tuple[str, ...]:
+  """Names of the parameter groups that get their own step size per inner step.
+
+  "global": one group. "layer": each top-level module (embeddings, every encoder
+  layer, pooler, classifier), whose gradients differ in scale by orders of magnitude.
+  """
+  if kind == "global":
+    return ("all",)
+  if kind == "layer":
+    return tuple(sorted(params))
+  raise UserError(f"unknown inner.lr_groups {kind!r}; use 'global' or 'layer'")
+
+
+def group_index(params: Params, groups: tuple[str, ...]) -> Params:
+  """Per leaf of `params`, the column of its group in a [T, G] step-size array."""
+  return {k: jax.tree_util.tree_map(lambda _, i=groups.index(k): i, v) for k, v in params.items()}
+
+
 def merge(trainable: Params, frozen: Params) -> Params:
   return tu.unflatten_dict({**tu.flatten_dict(trainable), **tu.flatten_dict(frozen)})
 

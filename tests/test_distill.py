@@ -13,9 +13,9 @@ from distill_jax.errors import UserError
 from conftest import tiny_cli_config
 
 
-def _learned(workdir):
+def _learned(workdir, **overrides):
   mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), create=False)
-  cfg = tiny_cli_config(pathlib.Path(workdir).parent)  # only for the template shapes
+  cfg = tiny_cli_config(pathlib.Path(workdir).parent, **overrides)  # only for the template shapes
   exp = experiment.setup(cfg)
   _, _, _, template = distill.make_problem(exp)
   return checkpoint.restore_state(mngr, template)
@@ -110,3 +110,16 @@ def test_evaluate_config_keeps_saved_values_and_defaults_keys_the_checkpoint_pre
   assert cfg.inner_steps == 7 and cfg.inner.lr == 0.123  # the distillation run's values
   assert cfg.inner.random_window is False  # the missing key: today's default
   assert cfg.evaluate.seeds == 3 and cfg.mode == "evaluate"  # this command's evaluation settings
+
+
+def test_per_group_step_sizes_and_random_windows_distil_and_evaluate(tmp_path):
+  over = {"outer.steps": 2, "inner.lr_groups": "layer", "inner.backprop_steps": 2, "inner.random_window": True}
+  main.run(tiny_cli_config(tmp_path, **over), str(tmp_path / "run"))
+  lr = np.asarray(_learned(str(tmp_path / "run"), **over)["state"]["learned"]["lr"])
+  assert lr.shape == (3, 5) and np.abs(lr - lr[0, 0]).max() > 0  # [T, groups], and learned
+  cfg = tiny_cli_config(tmp_path, mode="evaluate", checkpoint=str(tmp_path / "run"),
+                        **{"evaluate.baselines": False, "evaluate.decode": False})
+  r = main.run(cfg, str(tmp_path / "eval"))
+  assert np.asarray(r["step_sizes"]).shape == (3, 5) and 0.0 <= r["distilled"]["mean"] <= 1.0
+  with pytest.raises(UserError, match="inner.lr_groups='layer' but the config has 'global'"):
+    main.run(tiny_cli_config(tmp_path, **{"outer.steps": 4}), str(tmp_path / "run"))

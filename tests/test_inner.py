@@ -157,3 +157,33 @@ def test_random_window_backpropagates_through_k_steps_ending_at_a_random_step(ti
     stopped = lr_raw.at[end:].set(-1e4)  # softplus(-1e4) = 0
     np.testing.assert_allclose(window(x, lr_raw, key), full(x, stopped, key), rtol=1e-6)
   assert len(ends) >= 2, ends  # the window moves with the key
+
+
+def test_per_group_step_sizes_equal_global_ones_when_their_columns_agree(tiny_bert_config):
+  model, init_fn, spec, data, _, lr_raw = _problem(tiny_bert_config)
+  theta0, key = init_fn(jax.random.PRNGKey(0)), jax.random.PRNGKey(1)
+  groups = modeling.lr_groups(theta0, "layer")
+  layers = tuple(f"layer_{i}" for i in range(tiny_bert_config.num_hidden_layers))
+  assert groups == ("classifier", "embeddings", *layers, "pooler")
+  lrs = synthetic.step_sizes(lr_raw, "softplus")
+  one, _ = distill.train_on_set(model, theta0, data, lrs, key, spec)
+  per, _ = distill.train_on_set(model, theta0, data, jnp.tile(lrs[:, None], (1, len(groups))), key, spec)
+  for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(per)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_per_group_step_size_gradients_match_finite_differences_float64(tiny_bert_config):
+  with jax.enable_x64(True):
+    model, init_fn, spec, data, real, lr_raw = _problem(tiny_bert_config, jnp.float64)
+    f = _meta(model, init_fn, spec, real)
+    x = data["inputs_embeds"]
+    groups = modeling.lr_groups(init_fn(jax.random.PRNGKey(0)), "layer")
+    n = len(groups)
+    raw = jnp.tile(lr_raw[:, None], (1, n)) + jnp.linspace(-0.5, 0.5, n * T).reshape(T, n)
+    g = jax.grad(f, argnums=1)(x, raw)
+    assert g.shape == (T, n) and np.all(np.asarray(g)[:T - 1] != 0)  # every group at every step but the last
+    for t, name in ((0, "classifier"), (2, "layer_0"), (T - 2, "embeddings")):
+      col = groups.index(name)
+      e = np.zeros((T, n)); e[t, col] = 1e-5
+      fd = (f(x, raw + e) - f(x, raw - e)) / 2e-5
+      assert abs(fd - g[t, col]) <= 1e-3 * abs(g[t, col]) + 1e-12, (t, col, fd, g[t, col])
