@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
     print("==", shlex.join(["python", *cmd[1:]]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
   result = json.load(open(os.path.join(ROOT, args.run, "eval", "result_evaluate.json")))
-  result["command"] = " && ".join(shlex.join(["python", *cmd[2:]]) for cmd in commands)
+  result["command"] = " && ".join(shlex.join(["python", *cmd[1:]]) for cmd in commands)
   result["seconds_per_outer_step"] = seconds_per_step(os.path.join(ROOT, args.run, "distill", "metrics.jsonl"))
   os.makedirs(os.path.dirname(os.path.join(ROOT, args.out)), exist_ok=True)
   with open(os.path.join(ROOT, args.out), "w") as f:

@@ -35,6 +35,14 @@ def mean_std(s: dict | None) -> str:
   return "—" if not s else f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
 
 
+def with_commands(rows: list[str], runs: dict[str, dict], named: bool = True,
+                  title: str = "Commands:", suffix=lambda r: "") -> str:
+  """The table, then the command that made each result file (so every row can be rerun)."""
+  cmds = [f"- {f'`{name}`: ' if named else ''}`{r['command']}`{suffix(r)}" for name, r in runs.items()
+          if "command" in r]
+  return "\n".join(rows + ["", title, *cmds])
+
+
 def table1() -> str:
   runs = load("table1/*.json")
   rows = ["| dataset | BERT-Tiny, random init (ours) | paper's BERT-Tiny (pretrained) | MiniLM-L6, pretrained (ours) |",
@@ -43,9 +51,8 @@ def table1() -> str:
     tiny, mini = runs.get(f"tiny_{d}"), runs.get(f"minilm_{d}")
     rows.append(f"| {NAMES[d]} | {pct(tiny['best_eval_accuracy']) if tiny else '—'} | {PAPER_TINY[d]} | "
                 f"{pct(mini['best_eval_accuracy']) if mini else '—'} |")
-  cmds = [f"- `{name}`: `{r['command']}` (best of {len(r['eval_accuracy_per_epoch'])} epochs)"
-          for name, r in runs.items()]
-  return "\n".join(rows + ["", "Commands (each via `bash scripts/table1.sh NAME`):", *cmds])
+  return with_commands(rows, runs, title="Commands (each via `bash scripts/table1.sh NAME`):",
+                       suffix=lambda r: f" (best of {len(r['eval_accuracy_per_epoch'])} epochs)")
 
 
 def table2() -> str:
@@ -61,8 +68,7 @@ def table2() -> str:
     rows.append(f"| {NAMES[d]} | {r['n_per_class']} | {r['inner_steps']} | {mean_std(r['distilled'])} | "
                 f"{mean_std(r.get('random_subset'))} | {mean_std(r.get('real_ceiling'))} | "
                 f"{mean_std(r.get('decoded_cosine'))} | {PAPER_DISTILLED[d]} |")
-  cmds = [f"- `{name}`: `{r['command']}`" for name, r in runs.items() if "command" in r]
-  return "\n".join(rows + ["", "Commands:", *cmds])
+  return with_commands(rows, runs)
 
 
 def ceiling_table() -> str:
@@ -73,8 +79,7 @@ def ceiling_table() -> str:
     for row in r["rows"]:
       rows.append(f"| {r['dataset']} | {model} | {'momentum SGD' if row['optimizer'] == 'sgd' else 'Adam'} | "
                   f"{row['steps']} | {mean_std(row)} | {row['lr']:g} |")
-  cmds = [f"- `{r['command']}`" for r in load("diagnosis/ceiling_*.json").values()]
-  return "\n".join(rows + ["", "Commands:", *cmds])
+  return with_commands(rows, load("diagnosis/ceiling_*.json"), named=False)
 
 
 def gradient_table() -> str:
@@ -87,8 +92,7 @@ def gradient_table() -> str:
         continue
       rows.append(f"| {variant} ({name.split('_', 1)[1]}) | {v['norm_mean']:.3g} ± {v['norm_std']:.2g} | "
                   f"{v['norm_of_mean']:.3g} | {v['cosine_mean']:.3f} ± {v['cosine_std']:.3f} |")
-  cmds = [f"- `{r['command']}`" for r in runs.values()]
-  return "\n".join(rows + ["", "Commands:", *cmds])
+  return with_commands(rows, runs, named=False)
 
 
 def remedies_table() -> str:
@@ -99,8 +103,7 @@ def remedies_table() -> str:
     rows.append(f"| {name} | {r['dataset']} | {r['n_per_class']} | {r['inner_steps']} | {r.get('inner_optimizer', '?')} | "
                 f"{r['init_kind']} | {mean_std(r['distilled'])} | {mean_std(r.get('random_subset'))} | "
                 f"{mean_std(r.get('real_ceiling'))} |")
-  cmds = [f"- `{name}`: `{r['command']}`" for name, r in runs.items() if "command" in r]
-  return "\n".join(rows + ["", "Commands:", *cmds])
+  return with_commands(rows, runs)
 
 
 def addressable_table() -> str:
@@ -111,8 +114,7 @@ def addressable_table() -> str:
     rows.append(f"| {r['init_kind']} | {NAMES[r['dataset']]} | {r['synthetic_kind']} | {r['num_examples']} | "
                 f"{r['storage_floats']:,} | {mean_std(r['distilled'])} | "
                 f"{r['seconds_per_outer_step']:.2f} |")
-  cmds = [f"- `{name}`: `{r['command']}`" for name, r in runs.items()]
-  return "\n".join(rows + ["", "Commands:", *cmds])
+  return with_commands(rows, runs)
 
 
 def benchmark_table() -> str:
