@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,18 @@ class Experiment:
   def device_split(self, split: data.Split) -> dict:
     return dict(input_ids=jnp.asarray(split.input_ids), attention_mask=jnp.asarray(split.attention_mask),
                 labels=jnp.asarray(split.labels))
+
+
+def with_overrides(cfg: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of `cfg` with dotted keys set ({"inner.lr": 0.1}), as `--config.inner.lr=0.1` would."""
+  out = cfg.copy_and_resolve_references()
+  for key, value in overrides.items():
+    node = out
+    *path, last = key.split(".")
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return out
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:

@@ -66,13 +66,7 @@ def ceiling(cfg) -> dict:
 def gradient_stats(cfg, variants: dict[str, dict]) -> dict:
   out = {}
   for name, overrides in variants.items():
-    c = cfg.copy_and_resolve_references()
-    for k, v in overrides.items():
-      node = c
-      *path, last = k.split(".")
-      for p in path:
-        node = node[p]
-      node[last] = v
+    c = experiment.with_overrides(cfg, overrides)
     exp = experiment.setup(c)
     syn, spec, _, ckpt = distill.make_problem(exp)
     meta = distill.make_meta_loss(exp.model, syn, exp.init_fn, spec, c.outer.real_batch_size, 1)

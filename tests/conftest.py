@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from distill_jax import experiment
 from distill_jax.models import bert
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,13 +40,7 @@ def tiny_cli_config(tmp_path, **overrides):
   c.evaluate.seeds = 2
   c.evaluate.lr_grid = (0.01, 0.1)
   c.evaluate.tune_rows = 16
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return experiment.with_overrides(c, overrides)
 
 
 def f64(tree):
