@@ -110,6 +110,8 @@ def addressable_table() -> str:
   rows = ["| θ0 | dataset | parametrisation | examples | learned floats (storage) | distilled | s / outer step |",
           "|---|---|---|---|---|---|---|"]
   runs = load("addressable/*.json")
+  order = lambda item: (item[1]["init_kind"], DATASETS.index(item[1]["dataset"]), item[1]["synthetic_kind"] != "direct")
+  runs = dict(sorted(runs.items(), key=order))
   for name, r in runs.items():
     rows.append(f"| {r['init_kind']} | {NAMES[r['dataset']]} | {r['synthetic_kind']} | {r['num_examples']} | "
                 f"{r['storage_floats']:,} | {mean_std(r['distilled'])} | "
