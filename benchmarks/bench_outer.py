@@ -328,6 +328,16 @@ def cpu_model() -> str:
   return platform.processor() or "unknown"
 
 
+def git_commit() -> str:
+  try:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "") if out.returncode == 0 else "unknown"
+  except OSError:
+    return "unknown"
+
+
 def fmt(v: Optional[float], spec: str = ".3g") -> str:
   return "—" if v is None else format(v, spec)
 
@@ -415,7 +425,7 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
   remat = "off" if args.no_remat else f"on, policy {args.remat_policy}"
   lines = [
       f"Command: `{shlex.join([os.path.basename(sys.executable)] + sys.argv)}`",
-      f"Date: {started.isoformat(timespec='seconds')}",
+      f"Date: {started.isoformat(timespec='seconds')}; code: git {git_commit()}",
       f"CPU: {cpu_model()} × {os.cpu_count()} logical cores; load average at start "
       f"{' '.join(f'{v:.2f}' for v in load)}",
       f"Versions: python {platform.python_version()}, {versions}",
