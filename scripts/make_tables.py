@@ -144,17 +144,26 @@ TABLES = {"table1": table1, "table2": table2, "ceiling": ceiling_table, "gradien
 DOCS = ("README.md", "docs/diagnosis.md")
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+  """Rewrites the tables in place; with --check, only reports (exit 1) docs whose tables are stale."""
+  check = "--check" in argv
+  stale = []
   for doc in DOCS:
     path = os.path.join(ROOT, doc)
-    text = open(path).read()
+    old = text = open(path).read()
     for name, fn in TABLES.items():
       pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
       if pattern.search(text):
         text = pattern.sub(lambda m: m.group(1) + fn() + "\n" + m.group(2), text)
-    open(path, "w").write(text)
+    if text != old:
+      stale.append(doc)
+      if not check:
+        open(path, "w").write(text)
+  if check and stale:
+    print(f"tables out of date in {', '.join(stale)}: run python scripts/make_tables.py")
+    return 1
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(main(sys.argv[1:]))

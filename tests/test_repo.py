@@ -2,6 +2,8 @@
 
 import os
 import re
+import subprocess
+import sys
 
 from conftest import REPO
 
@@ -14,3 +16,9 @@ def test_ci_runs_exactly_the_readme_install_and_test_commands():
         if l.strip() and not l.startswith(("#", "set ", "cd "))]
   assert len(ci) == 3
   assert set(ci) <= readme_cmds, set(ci) - readme_cmds
+
+
+def test_result_tables_in_the_docs_are_generated_from_the_result_files():
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_tables.py"), "--check"],
+                        capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
