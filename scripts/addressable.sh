@@ -7,8 +7,7 @@
 # examples, 150 outer steps, 5 evaluation seeds; IMDB at max_len 128 and
 # evaluated on 2,000 random test rows (CPU budget). SETTING picks the θ0
 # distribution: `fixed` (one known θ0 for distillation and evaluation, the
-# setting where unrolled distillation of a random-init BERT-Tiny learns) or
-# `random` (the paper's fresh θ0 per outer step).
+# control of docs/diagnosis.md) or `random` (the paper's fresh θ0 per outer step).
 # Writes results/addressable/<setting>_<dataset>_<kind>.json.
 # Usage: SETTING=fixed [RESUME=1] bash scripts/addressable.sh [dataset ...]
 set -euo pipefail
