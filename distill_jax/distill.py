@@ -226,9 +226,11 @@ def build_synthetic(exp) -> tuple[Any, dict, dict]:
   else:
     raise UserError(f"unknown synthetic.init {cfg.synthetic.init!r}; use 'real' or 'random'")
   params, static = syn.init(embeds, masks, labels)
-  groups = modeling.lr_groups(jax.eval_shape(exp.init_fn, jax.random.PRNGKey(0)), cfg.inner.lr_groups)
   lr = synthetic.init_step_sizes(cfg.inner.lr, cfg.inner_steps, cfg.inner.lr_param)
-  learned = {"data": params, "lr": lr if cfg.inner.lr_groups == "global" else jnp.tile(lr[:, None], (1, len(groups)))}
+  if cfg.inner.lr_groups != "global":  # [T, G]: only then is the parameter tree's shape needed
+    groups = modeling.lr_groups(jax.eval_shape(exp.init_fn, jax.random.PRNGKey(0)), cfg.inner.lr_groups)
+    lr = jnp.tile(lr[:, None], (1, len(groups)))
+  learned = {"data": params, "lr": lr}
   return syn, learned, static
 
 
