@@ -13,6 +13,7 @@ Two measurements, each written to results/diagnosis/<name>.json:
 
 Usage:
   python scripts/diagnose.py ceiling --config=configs/sst2.py --steps=10,100,300,1000
+  python scripts/diagnose.py ceiling --config=configs/sst2.py --steps=1000 --tag=T1000
   python scripts/diagnose.py gradients --config=configs/sst2.py --samples=8
 """
 
@@ -41,6 +42,7 @@ flags.DEFINE_list("adam_grid", ["0.0003", "0.001", "0.003"], "Step sizes tried f
 flags.DEFINE_integer("seeds", 3, "Evaluation seeds.")
 flags.DEFINE_integer("samples", 8, "θ0 samples for the gradient statistics.")
 flags.DEFINE_string("out", "results/diagnosis", "Output folder.")
+flags.DEFINE_string("tag", "", "Suffix of the result file name, so extra runs (e.g. T=1000) add rows instead of replacing.")
 FLAGS = flags.FLAGS
 
 
@@ -102,7 +104,8 @@ def main(argv) -> None:
   else:
     raise app.UsageError("first argument: ceiling | gradients")
   result["command"] = "python scripts/diagnose.py " + " ".join(sys.argv[1:])
-  path = os.path.join(FLAGS.out, f"{cmd}_{cfg.dataset}_{cfg.model.size if not cfg.model.pretrained else 'pretrained'}.json")
+  model = cfg.model.size if not cfg.model.pretrained else "pretrained"
+  path = os.path.join(FLAGS.out, f"{cmd}_{cfg.dataset}_{model}{'_' + FLAGS.tag if FLAGS.tag else ''}.json")
   with open(path, "w") as f:
     json.dump(result, f, indent=2)
   print(path)
