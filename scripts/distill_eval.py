@@ -1,8 +1,10 @@
 """Distil, evaluate the checkpoint, and keep one result file for the tables.
 
-The result is `result_evaluate.json` plus the two commands that made it and the
+The result is `result_evaluate.json` plus the two commands that made it, the
 distillation's seconds per outer step (median over logging intervals after the
-first, which holds the compile), so every table row can be reproduced and timed.
+first, which holds the compile) and its logged curves (`history`: meta-loss,
+gradient norm, step sizes, periodic eval accuracy), so every table row and
+plot (`scripts/make_plots.py`) can be reproduced and timed.
 
   python scripts/distill_eval.py --out results/remedies/x.json --run runs/remedies/x \
       [--eval-arg=--config.evaluate.decode=False ...] -- --config=configs/sst2.py [--config.KEY=VALUE ...]
@@ -32,6 +34,15 @@ def seconds_per_step(metrics_path: str) -> float | None:
   return statistics.median(rates) if rates else None
 
 
+HISTORY_KEYS = ("step", "meta_loss", "meta_acc", "grad_norm", "lr_mean", "inner_loss_last", "eval_accuracy")
+
+
+def history(metrics_path: str) -> list[dict]:
+  """The scalar curves of the distillation log, for plots made from result files alone."""
+  rows = [json.loads(l) for l in open(metrics_path) if l.strip()]
+  return [{k: r[k] for k in HISTORY_KEYS if k in r} for r in rows if len(set(r) & set(HISTORY_KEYS)) > 1]
+
+
 def main(argv: list[str]) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--out", required=True, help="result JSON to write")
@@ -54,7 +65,9 @@ def main(argv: list[str]) -> int:
     subprocess.run(cmd, cwd=ROOT, check=True)
   result = json.load(open(os.path.join(ROOT, args.run, "eval", "result_evaluate.json")))
   result["command"] = " && ".join(shlex.join(["python", *cmd[1:]]) for cmd in commands)
-  result["seconds_per_outer_step"] = seconds_per_step(os.path.join(ROOT, args.run, "distill", "metrics.jsonl"))
+  log = os.path.join(ROOT, args.run, "distill", "metrics.jsonl")
+  result["seconds_per_outer_step"] = seconds_per_step(log)
+  result["history"] = history(log)
   os.makedirs(os.path.dirname(os.path.join(ROOT, args.out)), exist_ok=True)
   with open(os.path.join(ROOT, args.out), "w") as f:
     json.dump(result, f, indent=2, sort_keys=True)

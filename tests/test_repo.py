@@ -22,3 +22,28 @@ def test_result_tables_in_the_docs_are_generated_from_the_result_files():
   proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_tables.py"), "--check"],
                         capture_output=True, text=True)
   assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_diagnosis_figures_are_drawn_from_the_result_files(tmp_path):
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_plots.py"), "--out", str(tmp_path)],
+                        capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  drawn = sorted(os.path.basename(l) for l in proc.stdout.split())
+  # Every figure docs/diagnosis.md shows is redrawn, and each is a real PNG.
+  shown = sorted(set(re.findall(r"figures/(\w+\.png)", open(os.path.join(REPO, "docs", "diagnosis.md")).read())))
+  assert shown and set(shown) <= set(drawn), (shown, drawn)
+  for name in drawn:
+    with open(tmp_path / name, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_distill_eval_keeps_the_logged_curves(tmp_path):
+  sys.path.insert(0, os.path.join(REPO, "scripts"))
+  import distill_eval
+  log = tmp_path / "metrics.jsonl"
+  log.write_text('{"step": 10, "meta_loss": 0.6, "grad_norm": 1.0, "seconds": 5.0, "lr_vector": [1, 2]}\n'
+                 '{"step": 25, "eval_accuracy": 0.7}\n{"step": 20, "meta_loss": 0.5, "seconds": 9.0}\n')
+  assert distill_eval.history(str(log)) == [{"step": 10, "meta_loss": 0.6, "grad_norm": 1.0},
+                                            {"step": 25, "eval_accuracy": 0.7},
+                                            {"step": 20, "meta_loss": 0.5}]
+  assert distill_eval.seconds_per_step(str(log)) is None  # the first interval holds the compile: none left
