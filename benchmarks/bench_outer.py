@@ -89,8 +89,8 @@ SWEEP_BASE = BenchConfig(20, 64, 0, 128, 128)  # T filled in per sweep point
 
 # ---- shared by both frameworks -----------------------------------------------
 
-def experiment_config(bc: BenchConfig, remat: bool, remat_policy: str,
-                      scan_unroll: int = 1) -> ml_collections.ConfigDict:
+def experiment_config(bc: BenchConfig, remat: bool, remat_policy: str, scan_unroll: int = 1,
+                      matmul_dtype: str = "model") -> ml_collections.ConfigDict:
   """configs/default.py with the benchmark's shapes: one source of hyper-parameters for both frameworks."""
   if bc.M % NUM_CLASSES:
     raise ValueError(f"M={bc.M} must be a multiple of {NUM_CLASSES} classes")
@@ -100,6 +100,7 @@ def experiment_config(bc: BenchConfig, remat: bool, remat_policy: str,
   cfg.inner_steps = bc.T
   cfg.model.size = "tiny"
   cfg.model.dropout = 0.0
+  cfg.model.matmul_dtype = matmul_dtype
   cfg.init.kind = "random"
   cfg.synthetic.kind = "direct"
   cfg.synthetic.init = "random"
@@ -150,14 +151,18 @@ def time_steps(step: Callable[[], float], repeats: int) -> dict[str, Any]:
 
 # ---- JAX worker ----------------------------------------------------------------
 
-def jax_step(bc: BenchConfig, remat: bool, remat_policy: str, seed: int,
-             scan_unroll: int = 1) -> tuple[Callable, dict, dict, dict]:
-  """(jitted step, state, static, real) from the project's own functions, so the numbers are the engine's."""
+# JAX variants: matmul operand dtype (configs/default.py `model.matmul_dtype`).
+JAX_VARIANTS = {"jax": "model", "jax-bf16": "bfloat16"}
+
+
+def jax_meta_loss(bc: BenchConfig, remat: bool, remat_policy: str, seed: int, scan_unroll: int = 1,
+                  matmul_dtype: str = "model") -> tuple[Callable, Any, dict, dict, dict]:
+  """(meta_loss, outer optimizer, learned, static, real, (seed, lr_param)) from the project's own functions."""
   import jax
   import jax.numpy as jnp
   from distill_jax import distill, modeling, synthetic
 
-  cfg = experiment_config(bc, remat, remat_policy, scan_unroll)
+  cfg = experiment_config(bc, remat, remat_policy, scan_unroll, matmul_dtype)
   model = modeling.build_model(cfg, NUM_CLASSES)
   mismatch = {k: (v, getattr(model.config, k)) for k, v in BERT_TINY.items() if getattr(model.config, k) != v}
   assert not mismatch, f"BERT_TINY disagrees with bert.preset('tiny'): {mismatch}"
@@ -169,16 +174,42 @@ def jax_step(bc: BenchConfig, remat: bool, remat_policy: str, seed: int,
   tx = distill.outer_tx(cfg)
   meta_loss = distill.make_meta_loss(model, syn, modeling.make_init_fn(model, cfg.init), spec,
                                      cfg.outer.real_batch_size, cfg.outer.inits_per_step)
-  step = distill.make_train_step(meta_loss, tx, spec.lr_param)
   real = dict(input_ids=jnp.asarray(inp["real_ids"]), attention_mask=jnp.asarray(inp["real_mask"]),
               labels=jnp.asarray(inp["real_labels"]))
-  return step, distill.init_state(learned, tx, cfg.seed), static, real
+  return meta_loss, tx, learned, static, real, (cfg.seed, spec.lr_param)
 
 
-def run_jax(bc: BenchConfig, repeats: int, remat: bool, remat_policy: str, seed: int) -> dict:
+def jax_step(bc: BenchConfig, remat: bool, remat_policy: str, seed: int, scan_unroll: int = 1,
+             matmul_dtype: str = "model") -> tuple[Callable, dict, dict, dict]:
+  """(jitted step, state, static, real) from the project's own functions, so the numbers are the engine's."""
+  from distill_jax import distill
+  meta_loss, tx, learned, static, real, (cfg_seed, lr_param) = jax_meta_loss(
+      bc, remat, remat_policy, seed, scan_unroll, matmul_dtype)
+  step = distill.make_train_step(meta_loss, tx, lr_param)
+  return step, distill.init_state(learned, tx, cfg_seed), static, real
+
+
+def run_jax_agreement(bc: BenchConfig, remat: bool, remat_policy: str, seed: int) -> dict:
+  """How far bf16 matmul operands move the meta-gradient: same θ0 key, real batch and set as float32."""
+  import jax
+  grads = {}
+  for name, dtype in JAX_VARIANTS.items():
+    meta_loss, _, learned, static, real, _ = jax_meta_loss(bc, remat, remat_policy, seed, matmul_dtype=dtype)
+    g = jax.jit(jax.grad(lambda l: meta_loss(l, static, jax.random.PRNGKey(seed), real)[0]))(learned)
+    grads[name] = {k: np.ravel(np.asarray(v, np.float64)) for k, v in (("x", g["data"]["x"]), ("lr", g["lr"]))}
+  out = {}
+  for k in ("x", "lr"):
+    lo, hi = grads["jax-bf16"][k], grads["jax"][k]
+    out[f"cos_{k}"] = float(lo @ hi / (np.linalg.norm(lo) * np.linalg.norm(hi)))
+    out[f"rel_err_{k}"] = float(np.linalg.norm(lo - hi) / np.linalg.norm(hi))
+  return out
+
+
+def run_jax(bc: BenchConfig, repeats: int, remat: bool, remat_policy: str, seed: int,
+            matmul_dtype: str = "model") -> dict:
   """Compile time (lower + compile, timed apart from the steps), step times, RSS and XLA's buffer sizes."""
   import jax
-  step, state, static, real = jax_step(bc, remat, remat_policy, seed)
+  step, state, static, real = jax_step(bc, remat, remat_policy, seed, matmul_dtype=matmul_dtype)
   base = max_rss_mib()
   t0 = time.perf_counter()
   compiled = step.lower(state, static, real).compile()
@@ -197,12 +228,12 @@ def run_jax(bc: BenchConfig, repeats: int, remat: bool, remat_policy: str, seed:
               xla_temp_mib=mem.temp_size_in_bytes / 2**20 if mem else None)
 
 
-def run_jax_flops(bc: BenchConfig, remat: bool, remat_policy: str, seed: int) -> dict:
+def run_jax_flops(bc: BenchConfig, remat: bool, remat_policy: str, seed: int, matmul_dtype: str = "model") -> dict:
   """flops(T) = A + T·B from the step compiled with scan_unroll 1, 2, 4 (see FLOPS_METHOD)."""
   counts = {}
   for k in FLOP_FIT_UNROLLS:
     step, state, static, real = jax_step(dataclasses.replace(bc, T=FLOP_FIT_T), remat, remat_policy, seed,
-                                         scan_unroll=k)
+                                         scan_unroll=k, matmul_dtype=matmul_dtype)
     ca = step.lower(state, static, real).compile().cost_analysis()
     counts[k] = float((ca[0] if isinstance(ca, (list, tuple)) else ca)["flops"])
   k1, k2, k3 = FLOP_FIT_UNROLLS
@@ -290,10 +321,12 @@ def worker(job: dict) -> dict:
   if kind == "peak-torch":
     return dict(flops_per_s=peak_torch(job["n"], job["tries"]))
   bc = BenchConfig(**job["config"])
-  if kind == "jax":
-    return run_jax(bc, job["repeats"], job["remat"], job["remat_policy"], job["seed"])
+  if kind in JAX_VARIANTS:
+    return run_jax(bc, job["repeats"], job["remat"], job["remat_policy"], job["seed"], JAX_VARIANTS[kind])
   if kind == "jax-flops":
-    return run_jax_flops(bc, job["remat"], job["remat_policy"], job["seed"])
+    return run_jax_flops(bc, job["remat"], job["remat_policy"], job["seed"], JAX_VARIANTS[job["variant"]])
+  if kind == "jax-agreement":
+    return run_jax_agreement(bc, job["remat"], job["remat_policy"], job["seed"])
   if kind == "torch":
     return run_torch(bc, job["repeats"], job["seed"], job["flops"])
   raise ValueError(f"unknown job kind {kind!r}")
@@ -369,8 +402,10 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
       log(f"[{name}] {fw} ...")
       job = dict(kind=fw, config=dataclasses.asdict(bc), flops=not args.no_flops, **common)
       r = spawn(job)
-      if fw == "jax" and not args.no_flops:
-        r.update(spawn(dict(job, kind="jax-flops")))
+      if fw in JAX_VARIANTS and not args.no_flops:
+        r.update(spawn(dict(job, kind="jax-flops", variant=fw)))
+      if fw == "jax-bf16" and "jax" in args.frameworks:
+        r.update(spawn(dict(job, kind="jax-agreement")))
       res[fw] = r
       rate = r["flops"] / r["median_s"] if "flops" in r else None
       rows.append([bc.shape, fw, f"{r['median_s']:.3f}", f"{min(r['times']):.3f}–{max(r['times']):.3f}",
@@ -381,14 +416,19 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
                    f"{r['first_loss']:.4f}→{r['last_loss']:.4f}"])
       log(f"[{name}] {fw}: {r['median_s']:.3f} s/step, peak RSS {r['peak_rss_mib']:.0f} MiB"
           + (f", flops fit rel. err {r['fit_rel_err']:.1e}" if "fit_rel_err" in r else ""))
-    if len(res) == 2:
-      ratio_rows.append([bc.shape, f"{res['jax']['median_s']:.3f}", f"{res['torch']['median_s']:.3f}",
-                         f"{res['jax']['median_s'] / res['torch']['median_s']:.2f}"])
+    if "torch" in res:
+      t = res["torch"]["median_s"]
+      for fw in (f for f in JAX_VARIANTS if f in res):
+        r = res[fw]
+        agree = f"{r['cos_x']:.4f} / {r['rel_err_x']:.3f}" if "cos_x" in r else "— (float32)"
+        ratio_rows.append([bc.shape, fw, f"{r['median_s']:.3f}", f"{t:.3f}", f"{r['median_s'] / t:.2f}",
+                           f"{t / r['median_s']:.2f}×", agree])
   out = [table(["config", "framework", "s/step (median)", "min–max", "compile s", "warm-up step s",
                 "peak RSS MiB", "RSS before step MiB", "XLA temp MiB", "FLOPs/step", "fit err", "GFLOP/s", "% of peak",
                 "meta-loss warm-up→last"], rows)]
   if ratio_rows:
-    out.append(table(["config", "JAX s/step", "torch s/step", "JAX / torch"], ratio_rows))
+    out.append(table(["config", "JAX variant", "JAX s/step", "torch s/step", "JAX / torch", "speed-up",
+                      "meta-gradient dS vs float32 JAX: cosine / rel. error"], ratio_rows))
   return out
 
 
@@ -433,7 +473,7 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
       f"counts follow); OMP_WAIT_POLICY={worker_env()['OMP_WAIT_POLICY']}",
       f"Model: BERT-Tiny shape ({BERT_TINY['num_hidden_layers']} layers, hidden {BERT_TINY['hidden_size']}, "
       f"{BERT_TINY['num_attention_heads']} heads, intermediate {BERT_TINY['intermediate_size']}, vocab "
-      f"{BERT_TINY['vocab_size']}), {NUM_CLASSES} classes, float32; inner: whole synthetic set per step, momentum SGD, "
+      f"{BERT_TINY['vocab_size']}), {NUM_CLASSES} classes, float32 (jax-bf16: the dense layers' matmuls take bfloat16 operands and accumulate in float32, `--config.model.matmul_dtype=bfloat16`; everything else float32); inner: whole synthetic set per step, momentum SGD, "
       f"softplus step sizes; JAX remat {remat}; fresh random θ0 every outer step; real batch sampled from "
       f"{REAL_ROWS} random padded rows; outer update: clip + Adam on x and the raw step sizes.",
       f"Timing: median of {args.repeats} timed steps after 1 warm-up step; each (framework, config) in a fresh "
@@ -442,7 +482,8 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
   if peaks:
     lines += [f"Float32 matmul peak (best of 5, {args.peak_n}² × {args.peak_n}²): "
               + ", ".join(f"{fw} {p / 1e9:.1f} GFLOP/s" for fw, p in peaks.items())
-              + f"; % of peak is against {max(peaks.values()) / 1e9:.1f} GFLOP/s.", FLOPS_METHOD]
+              + f"; % of peak is against {max(peaks.values()) / 1e9:.1f} GFLOP/s (also for jax-bf16, whose bf16 "
+              "matmuls can exceed it).", FLOPS_METHOD]
   return lines
 
 
@@ -450,7 +491,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   csv = lambda s: [x for x in s.split(",") if x]
   p.add_argument("--configs", type=csv, default=list(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
-  p.add_argument("--frameworks", type=csv, default=["jax", "torch"], help="subset of jax,torch")
+  p.add_argument("--frameworks", type=csv, default=["jax", "jax-bf16", "torch"],
+                 help="subset of jax,jax-bf16,torch (jax-bf16: model.matmul_dtype=bfloat16)")
   p.add_argument("--repeats", type=int, default=5, help="timed steps after the warm-up (median reported)")
   p.add_argument("--out", default="", help="also write the markdown report here (e.g. benchmarks/results/x.md)")
   p.add_argument("--sweep-T", action="store_true", help="JAX peak memory vs T for M=20, L=64, real 128×128")
@@ -465,9 +507,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
   p.add_argument("--cpus", type=int, default=0, help="pin each worker to this many CPUs (0 = all it may use)")
   p.add_argument("--worker", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-  bad = [c for c in args.configs if c not in CONFIGS] + [f for f in args.frameworks if f not in ("jax", "torch")]
+  bad = [c for c in args.configs if c not in CONFIGS] + [f for f in args.frameworks if f not in (*JAX_VARIANTS, "torch")]
   if bad:
-    p.error(f"unknown config/framework {bad}; configs: {list(CONFIGS)}, frameworks: jax, torch")
+    p.error(f"unknown config/framework {bad}; configs: {list(CONFIGS)}, frameworks: jax, jax-bf16, torch")
   return args
 
 
@@ -477,7 +519,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(RESULT_TAG + json.dumps(worker(json.loads(args.worker))), flush=True)
     return
   started, load = datetime.datetime.now().astimezone(), os.getloadavg()
-  peaks = {} if args.sweep_T else measure_peak(args.frameworks, args.peak_n, args.cpus)
+  kinds = sorted({"torch" if f == "torch" else "jax" for f in args.frameworks})
+  peaks = {} if args.sweep_T else measure_peak(kinds, args.peak_n, args.cpus)
   body = sweep_T(args) if args.sweep_T else bench_configs(args, max(peaks.values()))
   report = "\n\n".join(["# Outer-step benchmark" + (" (T sweep)" if args.sweep_T else ""),
                         "\n".join(f"- {line}" for line in header(args, peaks, started, load)), *body]) + "\n"

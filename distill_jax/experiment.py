@@ -67,6 +67,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       (cfg.evaluate.seeds >= 1, "evaluate.seeds must be >= 1"),
       (0.0 <= cfg.model.dropout < 1.0, "model.dropout must be in [0, 1)"),
       (cfg.model.dtype in ("float32", "bfloat16", "float64"), "model.dtype must be float32, bfloat16 or float64"),
+      (cfg.model.matmul_dtype in ("model", "bfloat16"), "model.matmul_dtype must be 'model' or 'bfloat16'"),
       (not (cfg.init.kind == "pretrained" and not cfg.model.pretrained),
        "init.kind='pretrained' needs --config.model.pretrained=PATH_OR_HUB_ID"),
       (not (cfg.mode == "evaluate" and not cfg.checkpoint), "mode=evaluate needs --config.checkpoint=DIR"),

@@ -31,8 +31,9 @@ def build_model(cfg: ml_collections.ConfigDict, num_labels: int,
   if cfg.max_len > config.max_position_embeddings:
     raise UserError(f"max_len={cfg.max_len} exceeds the model's {config.max_position_embeddings} "
                     "position embeddings; lower --config.max_len")
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}[cfg.model.dtype]
-  return bert.BertForSequenceClassification(config, dtype=dtype)
+  dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
+  matmul_dtype = None if cfg.model.matmul_dtype in ("model", cfg.model.dtype) else dtypes[cfg.model.matmul_dtype]
+  return bert.BertForSequenceClassification(config, dtype=dtypes[cfg.model.dtype], matmul_dtype=matmul_dtype)
 
 
 def split_frozen(params: Params, frozen: tuple[tuple[str, ...], ...]) -> tuple[Params, Params]:

@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from distill_jax.models import matmul
+
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
@@ -108,6 +110,7 @@ class Embeddings(nn.Module):
 class SelfAttention(nn.Module):
   config: BertConfig
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None  # operand dtype of the dense layers' matmuls (models/matmul.py); None = dtype
 
   @nn.compact
   def __call__(self, x, mask, deterministic):
@@ -115,7 +118,7 @@ class SelfAttention(nn.Module):
     heads = cfg.num_attention_heads
     head_dim = cfg.hidden_size // heads
     dense = lambda name: nn.DenseGeneral(
-        (heads, head_dim), dtype=self.dtype, name=name,
+        (heads, head_dim), dtype=self.dtype, name=name, dot_general=matmul.dot_general(self.matmul_dtype),
         kernel_init=nn.initializers.normal(cfg.initializer_range))
     b, l, _ = x.shape
     tokens = x.reshape(b * l, -1)  # see `Layer`: 2-D matmuls keep the backward pass transpose-free
@@ -129,6 +132,7 @@ class SelfAttention(nn.Module):
     probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
     ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b * l, heads, head_dim)
     out = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=self.dtype, name="output",
+                          dot_general=matmul.dot_general(self.matmul_dtype),
                           kernel_init=nn.initializers.normal(cfg.initializer_range))(ctx)
     return out.reshape(b, l, -1)
 
@@ -136,22 +140,24 @@ class SelfAttention(nn.Module):
 class Layer(nn.Module):
   config: BertConfig
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
 
   @nn.compact
   def __call__(self, x, mask, deterministic):
     cfg = self.config
     init = nn.initializers.normal(cfg.initializer_range)
     drop = nn.Dropout(cfg.hidden_dropout_prob)
-    h = SelfAttention(cfg, self.dtype, name="attention")(x, mask, deterministic)
+    dg = matmul.dot_general(self.matmul_dtype)
+    h = SelfAttention(cfg, self.dtype, self.matmul_dtype, name="attention")(x, mask, deterministic)
     x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name="attention_LayerNorm")(
         x + drop(h, deterministic=deterministic))
     # Dense layers see [B·L, H] tokens: on a [B, L, H] input the weight gradient contracts
     # two dims and XLA:CPU materialises the activation gradient transposed (measured:
     # 10 ms of a 16 ms MLP backward at B=20, L=64); flat, it is one plain matmul.
-    h = nn.Dense(cfg.intermediate_size, dtype=self.dtype, kernel_init=init, name="intermediate")(
+    h = nn.Dense(cfg.intermediate_size, dtype=self.dtype, kernel_init=init, dot_general=dg, name="intermediate")(
         x.reshape(-1, x.shape[-1]))
     h = _ACTIVATIONS[cfg.hidden_act](h)
-    h = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=init, name="output")(h).reshape(x.shape)
+    h = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=init, dot_general=dg, name="output")(h).reshape(x.shape)
     return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name="output_LayerNorm")(
         x + drop(h, deterministic=deterministic))
 
@@ -161,15 +167,17 @@ class BertForSequenceClassification(nn.Module):
 
   config: BertConfig
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None  # e.g. jnp.bfloat16: bf16 operands, `dtype` results (models/matmul.py)
 
   def setup(self):
     cfg = self.config
     init = nn.initializers.normal(cfg.initializer_range)
+    dg = matmul.dot_general(self.matmul_dtype)
     self.embeddings = Embeddings(cfg, self.dtype)
-    self.layers = [Layer(cfg, self.dtype, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
-    self.pooler = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=init)
+    self.layers = [Layer(cfg, self.dtype, self.matmul_dtype, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
+    self.pooler = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=init, dot_general=dg)
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
-    self.classifier = nn.Dense(cfg.num_labels, dtype=self.dtype, kernel_init=init)
+    self.classifier = nn.Dense(cfg.num_labels, dtype=self.dtype, kernel_init=init, dot_general=dg)
 
   def encode(self, input_ids=None, attention_mask=None, inputs_embeds=None,
              token_type_ids=None, deterministic: bool = True):
