@@ -156,7 +156,7 @@ JAX_VARIANTS = {"jax": "model", "jax-bf16": "bfloat16"}
 
 
 def jax_meta_loss(bc: BenchConfig, remat: bool, remat_policy: str, seed: int, scan_unroll: int = 1,
-                  matmul_dtype: str = "model") -> tuple[Callable, Any, dict, dict, dict]:
+                  matmul_dtype: str = "model") -> tuple[Callable, Any, dict, dict, dict, tuple[int, str]]:
   """(meta_loss, outer optimizer, learned, static, real, (seed, lr_param)) from the project's own functions."""
   import jax
   import jax.numpy as jnp

@@ -29,9 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.pretrained = ""  # HF checkpoint dir or hub id (config.json + weights)
   c.model.dropout = 0.1
   c.model.dtype = "float32"
-  # Operand dtype of every matmul: "model" (= model.dtype) or "bfloat16", which runs them
-  # 3-5× faster on AMX CPUs and GPUs (results, activations, parameters and optimizer
-  # state keep model.dtype; see distill_jax/models/matmul.py).
+  # Operand dtype of the dense layers' matmuls: "model" (= model.dtype) or "bfloat16", which
+  # runs them 3-5× faster on AMX CPUs and GPUs (results, attention, activations, parameters
+  # and optimizer state keep model.dtype; see distill_jax/models/matmul.py).
   c.model.matmul_dtype = "model"
 
   # θ0 distribution, shared by distillation and evaluation.

@@ -117,8 +117,9 @@ class SelfAttention(nn.Module):
     cfg = self.config
     heads = cfg.num_attention_heads
     head_dim = cfg.hidden_size // heads
+    dg = matmul.dot_general(self.matmul_dtype)
     dense = lambda name: nn.DenseGeneral(
-        (heads, head_dim), dtype=self.dtype, name=name, dot_general=matmul.dot_general(self.matmul_dtype),
+        (heads, head_dim), dtype=self.dtype, name=name, dot_general=dg,
         kernel_init=nn.initializers.normal(cfg.initializer_range))
     b, l, _ = x.shape
     tokens = x.reshape(b * l, -1)  # see `Layer`: 2-D matmuls keep the backward pass transpose-free
@@ -131,8 +132,7 @@ class SelfAttention(nn.Module):
     probs = probs.astype(self.dtype)
     probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
     ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b * l, heads, head_dim)
-    out = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=self.dtype, name="output",
-                          dot_general=matmul.dot_general(self.matmul_dtype),
+    out = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=self.dtype, name="output", dot_general=dg,
                           kernel_init=nn.initializers.normal(cfg.initializer_range))(ctx)
     return out.reshape(b, l, -1)
 
