@@ -190,18 +190,27 @@ def jax_step(bc: BenchConfig, remat: bool, remat_policy: str, seed: int, scan_un
 
 
 def run_jax_agreement(bc: BenchConfig, remat: bool, remat_policy: str, seed: int) -> dict:
-  """How far bf16 matmul operands move the meta-gradient: same θ0 key, real batch and set as float32."""
+  """How far the meta-gradient moves with bf16 matmul operands, and with a 1-ulp change of S in float32.
+
+  Same θ0 key, real batch and set throughout. The second comparison is the problem's own conditioning: if
+  rounding S alone turns dS around, no matmul precision can be trusted there and bf16 is not the culprit.
+  """
   import jax
+  import jax.numpy as jnp
   grads = {}
-  for name, dtype in JAX_VARIANTS.items():
+  for name, dtype, ulps in (("jax", "model", 0.0), ("jax-bf16", "bfloat16", 0.0), ("jax-ulp", "model", 1.0)):
     meta_loss, _, learned, static, real, _ = jax_meta_loss(bc, remat, remat_policy, seed, matmul_dtype=dtype)
+    x = learned["data"]["x"]
+    noise = jax.random.normal(jax.random.PRNGKey(seed + 1), x.shape, x.dtype)
+    learned["data"]["x"] = x + ulps * jnp.finfo(x.dtype).eps * jnp.abs(x) * noise
     g = jax.jit(jax.grad(lambda l: meta_loss(l, static, jax.random.PRNGKey(seed), real)[0]))(learned)
     grads[name] = {k: np.ravel(np.asarray(v, np.float64)) for k, v in (("x", g["data"]["x"]), ("lr", g["lr"]))}
-  out = {}
-  for k in ("x", "lr"):
-    lo, hi = grads["jax-bf16"][k], grads["jax"][k]
-    out[f"cos_{k}"] = float(lo @ hi / (np.linalg.norm(lo) * np.linalg.norm(hi)))
-    out[f"rel_err_{k}"] = float(np.linalg.norm(lo - hi) / np.linalg.norm(hi))
+  out = {"norm_x": float(np.linalg.norm(grads["jax"]["x"]))}
+  for name, tag in (("jax-bf16", ""), ("jax-ulp", "_ulp")):
+    for k in ("x", "lr"):
+      lo, hi = grads[name][k], grads["jax"][k]
+      out[f"cos_{k}{tag}"] = float(lo @ hi / (np.linalg.norm(lo) * np.linalg.norm(hi)))
+      out[f"rel_err_{k}{tag}"] = float(np.linalg.norm(lo - hi) / np.linalg.norm(hi))
   return out
 
 
@@ -404,9 +413,11 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
       r = spawn(job)
       if fw in JAX_VARIANTS and not args.no_flops:
         r.update(spawn(dict(job, kind="jax-flops", variant=fw)))
-      if fw == "jax-bf16" and "jax" in args.frameworks:
-        r.update(spawn(dict(job, kind="jax-agreement")))
       res[fw] = r
+    if "jax-bf16" in res and "jax" in res:
+      agreement = spawn(dict(common, kind="jax-agreement", config=dataclasses.asdict(bc)))
+      res["jax"].update({k: v for k, v in agreement.items() if k.endswith("_ulp")})
+      res["jax-bf16"].update({k: v for k, v in agreement.items() if not k.endswith("_ulp")})
       rate = r["flops"] / r["median_s"] if "flops" in r else None
       rows.append([bc.shape, fw, f"{r['median_s']:.3f}", f"{min(r['times']):.3f}–{max(r['times']):.3f}",
                    fmt(r.get("compile_s"), ".1f"), f"{r['first_s']:.2f}", f"{r['peak_rss_mib']:.0f}",
@@ -420,7 +431,8 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
       t = res["torch"]["median_s"]
       for fw in (f for f in JAX_VARIANTS if f in res):
         r = res[fw]
-        agree = f"{r['cos_x']:.4f} / {r['rel_err_x']:.3f}" if "cos_x" in r else "— (float32)"
+        tag = "" if fw == "jax-bf16" else "_ulp"
+        agree = f"{r[f'cos_x{tag}']:.4f} / {r[f'rel_err_x{tag}']:.3f}" if f"cos_x{tag}" in r else "—"
         ratio_rows.append([bc.shape, fw, f"{r['median_s']:.3f}", f"{t:.3f}", f"{r['median_s'] / t:.2f}",
                            f"{t / r['median_s']:.2f}×", agree])
   out = [table(["config", "framework", "s/step (median)", "min–max", "compile s", "warm-up step s",
@@ -428,8 +440,23 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
                 "meta-loss warm-up→last"], rows)]
   if ratio_rows:
     out.append(table(["config", "JAX variant", "JAX s/step", "torch s/step", "JAX / torch", "speed-up",
-                      "meta-gradient dS vs float32 JAX: cosine / rel. error"], ratio_rows))
+                      "dS vs float32 dS (jax-bf16: bf16 matmuls; jax: S moved 1 ulp): cosine / rel. error"],
+                     ratio_rows))
   return out
+
+
+def agreement(args: argparse.Namespace) -> list[str]:
+  """Meta-gradient dS of bf16 matmuls and of a 1-ulp change of S against float32 dS, per config (JAX only)."""
+  rows = []
+  for name in args.configs:
+    bc = CONFIGS[name]
+    log(f"[{name}] agreement ...")
+    r = spawn(dict(kind="jax-agreement", config=dataclasses.asdict(bc), seed=args.seed, remat=not args.no_remat,
+                   remat_policy=args.remat_policy, cpus=args.cpus))
+    rows.append([bc.shape, f"{r['norm_x']:.3g}", f"{r['cos_x']:.4f}", f"{r['rel_err_x']:.3g}",
+                 f"{r['cos_x_ulp']:.4f}", f"{r['rel_err_x_ulp']:.3g}", f"{r['cos_lr']:.4f}", f"{r['cos_lr_ulp']:.4f}"])
+  return [table(["config", "‖dS‖ float32", "bf16 vs f32: cosine", "rel. error", "1-ulp S vs f32: cosine",
+                 "rel. error", "d(step sizes) bf16: cosine", "d(step sizes) 1-ulp: cosine"], rows)]
 
 
 def sweep_T(args: argparse.Namespace) -> list[str]:
@@ -498,6 +525,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
   p.add_argument("--sweep-T", action="store_true", help="JAX peak memory vs T for M=20, L=64, real 128×128")
   p.add_argument("--sweep-ts", type=lambda s: [int(x) for x in csv(s)], default=[10, 30, 100, 300],
                  help="the T values of --sweep-T (default 10,30,100,300)")
+  p.add_argument("--agreement", action="store_true",
+                 help="only the meta-gradient agreement table: bf16 matmuls and a 1-ulp change of S vs float32")
   p.add_argument("--remat-policy", default=default.get_config().inner.remat_policy,
                  help="JAX inner-step checkpoint policy (configs/default.py's by default)")
   p.add_argument("--no-remat", action="store_true", help="JAX: store every inner step's activations")
@@ -520,9 +549,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     return
   started, load = datetime.datetime.now().astimezone(), os.getloadavg()
   kinds = sorted({"torch" if f == "torch" else "jax" for f in args.frameworks})
-  peaks = {} if args.sweep_T else measure_peak(kinds, args.peak_n, args.cpus)
-  body = sweep_T(args) if args.sweep_T else bench_configs(args, max(peaks.values()))
-  report = "\n\n".join(["# Outer-step benchmark" + (" (T sweep)" if args.sweep_T else ""),
+  only = args.sweep_T or args.agreement
+  peaks = {} if only else measure_peak(kinds, args.peak_n, args.cpus)
+  body = sweep_T(args) if args.sweep_T else agreement(args) if args.agreement else bench_configs(args, max(peaks.values()))
+  title = " (T sweep)" if args.sweep_T else " (meta-gradient agreement)" if args.agreement else ""
+  report = "\n\n".join(["# Outer-step benchmark" + title,
                         "\n".join(f"- {line}" for line in header(args, peaks, started, load)), *body]) + "\n"
   print(report)
   if args.out:

@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,6 +113,21 @@ def remedies_table() -> str:
   return with_commands(rows, runs)
 
 
+def sensitivity_table() -> str:
+  """One setting changed at a time from the MiniLM SST-2 remedy (scripts/sensitivity.sh), equal short budget."""
+  runs = load("sensitivity/*.json")
+  config_args = lambda r: [t for t in shlex.split(r["command"].split(" && ")[0]) if t.startswith("--config.")]
+  base = set(config_args(runs["base"])) if "base" in runs else set()
+  rows = ["| variant | change from `base` | outer steps | distilled (5 heads) | final meta-loss (mean of last 3 logs) | "
+          "s / outer step |", "|---|---|---|---|---|---|"]
+  for name, r in runs.items():
+    change = " ".join(f"`{t}`" for t in config_args(r) if t not in base) or "—"
+    losses = [h["meta_loss"] for h in r["history"] if "meta_loss" in h][-3:]
+    rows.append(f"| {name} | {change} | {r['outer_steps']} | {mean_std(r['distilled'])} | "
+                f"{sum(losses) / len(losses):.3f} | {r['seconds_per_outer_step']:.1f} |")
+  return with_commands(rows, runs)
+
+
 def addressable_table() -> str:
   rows = ["| θ0 | dataset | parametrisation | examples | learned floats (storage) | distilled | s / outer step |",
           "|---|---|---|---|---|---|---|"]
@@ -128,7 +144,7 @@ def addressable_table() -> str:
 def benchmark_table() -> str:
   """The tables and the reproduction lines of the committed benchmark reports, verbatim."""
   out = []
-  for name in ("outer.md", "sweep_T.md"):
+  for name in ("outer.md", "agreement.md", "sweep_T.md"):
     path = os.path.join(ROOT, "benchmarks", "results", name)
     if not os.path.exists(path):
       continue
@@ -145,7 +161,7 @@ def benchmark_table() -> str:
 
 
 TABLES = {"table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
-          "remedies": remedies_table,
+          "remedies": remedies_table, "sensitivity": sensitivity_table,
           "addressable": addressable_table, "benchmark": benchmark_table}
 DOCS = ("README.md", "docs/diagnosis.md")
 
