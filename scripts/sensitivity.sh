@@ -12,11 +12,12 @@ declare -A VARIANTS=(
   [outer_lr_3e-4]="--config.outer.lr=3e-4"
   [outer_lr_3e-3]="--config.outer.lr=3e-3"
   [hard_labels]="--config.synthetic.label_mode=hard"
+  [real_labels]="--config.synthetic.label_mode=real"
   [T10]="--config.inner_steps=10"
   [T10_ratbptt5]="--config.inner_steps=10 --config.inner.backprop_steps=5 --config.inner.random_window=True"
   [no_clip]="--config.outer.clip=0"
 )
-ORDER=(base lr_log lr_per_layer outer_lr_3e-4 outer_lr_3e-3 hard_labels T10 T10_ratbptt5 no_clip)
+ORDER=(base lr_log lr_per_layer outer_lr_3e-4 outer_lr_3e-3 hard_labels real_labels T10 T10_ratbptt5 no_clip)
 RUNS=${RUNS:-runs/sensitivity}
 chosen=("$@"); [[ ${#chosen[@]} -gt 0 ]] || chosen=("${ORDER[@]}")
 for v in "${chosen[@]}"; do
