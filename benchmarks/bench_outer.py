@@ -414,10 +414,6 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
       if fw in JAX_VARIANTS and not args.no_flops:
         r.update(spawn(dict(job, kind="jax-flops", variant=fw)))
       res[fw] = r
-    if "jax-bf16" in res and "jax" in res:
-      agreement = spawn(dict(common, kind="jax-agreement", config=dataclasses.asdict(bc)))
-      res["jax"].update({k: v for k, v in agreement.items() if k.endswith("_ulp")})
-      res["jax-bf16"].update({k: v for k, v in agreement.items() if not k.endswith("_ulp")})
       rate = r["flops"] / r["median_s"] if "flops" in r else None
       rows.append([bc.shape, fw, f"{r['median_s']:.3f}", f"{min(r['times']):.3f}–{max(r['times']):.3f}",
                    fmt(r.get("compile_s"), ".1f"), f"{r['first_s']:.2f}", f"{r['peak_rss_mib']:.0f}",
@@ -427,6 +423,10 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
                    f"{r['first_loss']:.4f}→{r['last_loss']:.4f}"])
       log(f"[{name}] {fw}: {r['median_s']:.3f} s/step, peak RSS {r['peak_rss_mib']:.0f} MiB"
           + (f", flops fit rel. err {r['fit_rel_err']:.1e}" if "fit_rel_err" in r else ""))
+    if "jax-bf16" in res and "jax" in res:
+      agreement = spawn(dict(common, kind="jax-agreement", config=dataclasses.asdict(bc)))
+      res["jax"].update({k: v for k, v in agreement.items() if k.endswith("_ulp")})
+      res["jax-bf16"].update({k: v for k, v in agreement.items() if not k.endswith("_ulp")})
     if "torch" in res:
       t = res["torch"]["median_s"]
       for fw in (f for f in JAX_VARIANTS if f in res):
