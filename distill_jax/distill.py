@@ -36,6 +36,9 @@ class InnerSpec:
   scan_unroll: int = 1
   backprop_steps: int = 0  # truncated BPTT: meta-gradient through the last k steps only (0 = all)
   random_window: bool = False  # RaT-BPTT: those k steps end at a random step in [k, T]
+  # Keep the word table at θ0 even for token-id data: synthetic embeddings never move it, so this is
+  # the real-data ceiling of what they could teach (scripts/diagnose.py --freeze_word_table).
+  freeze_word_embeddings: bool = False
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict) -> "InnerSpec":
@@ -68,7 +71,8 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
   With embedding inputs the word-embedding table gets no gradient, so it is
   kept out of the scan carry (smaller carry, smaller remat residuals).
   """
-  frozen_keys = (modeling.WORD_EMBEDDINGS,) if "inputs_embeds" in data else ()
+  freeze = "inputs_embeds" in data or spec.freeze_word_embeddings
+  frozen_keys = (modeling.WORD_EMBEDDINGS,) if freeze else ()
   trainable, frozen = modeling.split_frozen(theta0, frozen_keys)
   # [T, G] step sizes: one column per parameter group (modeling.lr_groups "layer").
   lr_index = modeling.group_index(trainable, modeling.lr_groups(theta0, "layer")) if lrs.ndim == 2 else None

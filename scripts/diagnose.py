@@ -14,6 +14,8 @@ Two measurements, each written to results/diagnosis/<name>.json:
 Usage:
   python scripts/diagnose.py ceiling --config=configs/sst2.py --steps=10,100,300,1000
   python scripts/diagnose.py ceiling --config=configs/sst2.py --steps=1000 --tag=T1000
+  python scripts/diagnose.py ceiling --config=configs/sst2.py --config.init.fixed_word_embeddings=True \
+      --freeze_word_table --optimizers=adam --steps=100,300 --tag=frozen_table
   python scripts/diagnose.py gradients --config=configs/sst2.py --samples=8
 """
 
@@ -42,6 +44,8 @@ flags.DEFINE_list("adam_grid", ["0.0003", "0.001", "0.003"], "Step sizes tried f
 flags.DEFINE_integer("seeds", 3, "Evaluation seeds.")
 flags.DEFINE_integer("samples", 8, "θ0 samples for the gradient statistics.")
 flags.DEFINE_string("out", "results/diagnosis", "Output folder.")
+flags.DEFINE_bool("freeze_word_table", False, "Ceiling with the word-embedding table held at θ0, which is "
+                  "all synthetic embeddings can do (they bypass it).")
 flags.DEFINE_string("tag", "", "Suffix of the result file name, so extra runs (e.g. T=1000) add rows instead of replacing.")
 FLAGS = flags.FLAGS
 
@@ -55,14 +59,15 @@ def ceiling(cfg) -> dict:
     grid = tuple(float(x) for x in (FLAGS.sgd_grid if opt == "sgd" else FLAGS.adam_grid))
     for t in (int(s) for s in FLAGS.steps):
       spec = distill.InnerSpec(steps=t, batch_size=64, tx=inner.direction(opt, momentum=cfg.inner.momentum),
-                               lr_param="softplus", remat=False)
+                               lr_param="softplus", remat=False, freeze_word_embeddings=FLAGS.freeze_word_table)
       t0 = time.perf_counter()
       r = evaluate.real_ceiling(exp.model, exp.init_fn, pool, exp.num_classes, spec, tune, exp.eval, grid,
                                 FLAGS.seeds)
       r.update(optimizer=opt, seconds=time.perf_counter() - t0)
       print(f"{opt} T={t}: {100 * r['mean']:.2f} ± {100 * r['std']:.2f} (lr {r['lr']})", flush=True)
       rows.append(r)
-  return dict(dataset=exp.spec.name, init=cfg.init.to_dict(), model=cfg.model.to_dict(), rows=rows)
+  return dict(dataset=exp.spec.name, init=cfg.init.to_dict(), model=cfg.model.to_dict(), rows=rows,
+              word_table="frozen" if FLAGS.freeze_word_table else "trained")
 
 
 def gradient_stats(cfg, variants: dict[str, dict]) -> dict:

@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_tables import ROOT, load  # noqa: E402
+from make_tables import ROOT, describe_init, load  # noqa: E402
 
 OPTIMIZERS = {"sgd": "momentum SGD", "adam": "Adam"}
 
@@ -46,7 +46,7 @@ def ceiling(out: str) -> str | None:
     return None
   series: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
   for r in runs.values():
-    model = "pretrained" if r["model"].get("pretrained") else f"BERT-{r['model']['size']} random init"
+    model = describe_init(r)
     for row in r["rows"]:
       series.setdefault((f"{r['dataset']}, {model}", OPTIMIZERS[row["optimizer"]]), []).append(
           (row["steps"], 100 * row["mean"], 100 * row["std"]))

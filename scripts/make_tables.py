@@ -72,11 +72,21 @@ def table2() -> str:
   return with_commands(rows, runs)
 
 
+def describe_init(r: dict) -> str:
+  """Model and θ0 distribution of a ceiling result, with what happens to the word-embedding table."""
+  if r["model"].get("pretrained"):
+    return "pretrained"
+  table = "fixed word table" if r["init"].get("fixed_word_embeddings") else "fresh word table"
+  if r.get("word_table") == "frozen":
+    table += ", frozen in training"
+  return f"BERT-{r['model']['size']}, random init, {table}"
+
+
 def ceiling_table() -> str:
   rows = ["| dataset | model / θ0 | inner optimizer | T | accuracy after T steps on real minibatches of 64 | step size |",
           "|---|---|---|---|---|---|"]
   for name, r in load("diagnosis/ceiling_*.json").items():
-    model = "pretrained" if r["model"].get("pretrained") else f"BERT-{r['model']['size']}, random init"
+    model = describe_init(r)
     for row in r["rows"]:
       rows.append(f"| {r['dataset']} | {model} | {'momentum SGD' if row['optimizer'] == 'sgd' else 'Adam'} | "
                   f"{row['steps']} | {mean_std(row)} | {row['lr']:g} |")

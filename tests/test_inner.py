@@ -1,5 +1,7 @@
 """The inner loop: scan = Python unroll, remat changes nothing, gradients = finite differences."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -187,3 +189,21 @@ def test_per_group_step_size_gradients_match_finite_differences_float64(tiny_ber
       e = np.zeros((T, n)); e[t, col] = 1e-5
       fd = (f(x, raw + e) - f(x, raw - e)) / 2e-5
       assert abs(fd - g[t, col]) <= 1e-3 * abs(g[t, col]) + 1e-12, (t, col, fd, g[t, col])
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_word_embeddings_holds_the_table_for_token_data(tiny_bert_config, freeze):
+  # The frozen-table ceiling (scripts/diagnose.py --freeze_word_table) trains real token ids
+  # the way synthetic embeddings train: everything moves except the word table.
+  model, init_fn, spec, _, real, lr_raw = _problem(tiny_bert_config)
+  spec = dataclasses.replace(spec, freeze_word_embeddings=freeze)
+  data = dict(input_ids=real["input_ids"], attention_mask=real["attention_mask"],
+              targets=jax.nn.one_hot(real["labels"], 2))
+  theta0 = init_fn(jax.random.PRNGKey(0))
+  theta_t, _ = distill.train_on_set(model, theta0, data, synthetic.step_sizes(lr_raw, "softplus"),
+                                    jax.random.PRNGKey(1), spec)
+  moved = {"/".join(map(str, k)): bool(np.any(np.asarray(a) != np.asarray(b))) for (k, a), b in zip(
+      jax.tree_util.tree_leaves_with_path(theta_t), jax.tree_util.tree_leaves(theta0))}
+  table = [k for k in moved if "word_embeddings" in k]
+  assert len(table) == 1 and moved[table[0]] is (not freeze)
+  assert all(v for k, v in moved.items() if k not in table)
