@@ -56,8 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Synthetic set (mode=distill).
   c.n_per_class = 10
   c.synthetic = ml_collections.ConfigDict()
-  c.synthetic.kind = "direct"  # direct (Wang et al.) | addressable (Deng & Russakovsky)
+  c.synthetic.kind = "direct"  # direct (Wang et al.) | addressable (Deng & Russakovsky) | tokens
   c.synthetic.num_bases = 0  # addressable: number of shared memories K
+  # tokens: each position is a learned distribution over this many candidate tokens (the initial
+  # examples' and the training set's most frequent), embedded through θ's word table, which it trains.
+  c.synthetic.vocab_size = 2048
   c.synthetic.init = "real"  # real (embedded real examples) | random (N(0, init_std))
   c.synthetic.init_std = 0.02
   c.synthetic.label_mode = "hard"  # hard | soft (learned softmax) | real (learned, unrestricted)

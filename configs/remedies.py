@@ -4,6 +4,10 @@
   the published successes), 1 example per class, learned soft labels.
 - `tiny_adam`: BERT-Tiny from random init with a differentiable Adam inner loop,
   a fixed word-embedding table across θ0 samples, learned soft labels.
+- `tiny_tokens`: `tiny_adam` at T=100 with the set as distributions over 2,048
+  candidate tokens, embedded through θ's word table, which the inner steps then
+  train (synthetic embeddings cannot: with the table frozen, 100 Adam steps on
+  real data stay at chance, docs/diagnosis.md section 1).
 Dataset via `--config.dataset=...` (max_len 64; pass --config.max_len for IMDB).
 """
 
@@ -27,7 +31,7 @@ def get_config(variant: str = "minilm"):
     c.inner_steps = 5
     c.inner.lr = 0.05
     c.outer.lr = 1e-3
-  elif variant == "tiny_adam":
+  elif variant in ("tiny_adam", "tiny_tokens"):
     c.init.fixed_word_embeddings = True
     c.inner.optimizer = "adam"
     c.inner.adam_eps = 1e-6
@@ -35,6 +39,10 @@ def get_config(variant: str = "minilm"):
     c.inner_steps = 30
     c.inner.batch_size = 10
     c.outer.lr = 3e-3
+    if variant == "tiny_tokens":
+      c.synthetic.kind = "tokens"
+      c.inner_steps = 100
+      c.outer.lr = 0.05  # on logits that start at 10 for each example's own token
   else:
-    raise ValueError(f"unknown variant {variant!r}; use 'minilm' or 'tiny_adam'")
+    raise ValueError(f"unknown variant {variant!r}; use 'minilm', 'tiny_adam' or 'tiny_tokens'")
   return c

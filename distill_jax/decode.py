@@ -31,6 +31,20 @@ def nearest_tokens(embeds: jax.Array, table: jax.Array, metric: str = "cosine") 
   return ids.reshape(embeds.shape[:2]).astype(jnp.int32)
 
 
+def embeddings(syn_data: dict, table: jax.Array) -> jax.Array:
+  """[M, L, H] inputs of a materialised set: its embeddings, or its token distributions through `table`."""
+  if "token_probs" in syn_data:
+    return jnp.einsum("mlv,vh->mlh", syn_data["token_probs"], table[syn_data["token_vocab"][0]])
+  return syn_data["inputs_embeds"]
+
+
+def decode_set(syn_data: dict, table: jax.Array, metric: str = "cosine") -> jax.Array:
+  """[M, L] token ids: each distribution's most likely token, or each embedding's nearest row of `table`."""
+  if "token_probs" in syn_data:
+    return syn_data["token_vocab"][0][jnp.argmax(syn_data["token_probs"], -1)]
+  return nearest_tokens(syn_data["inputs_embeds"], table, metric)
+
+
 def texts(ids, mask, tokenizer) -> list[str]:
   """Readable strings (padding dropped, special tokens kept so [CLS]/[SEP] drift is visible)."""
   out = []

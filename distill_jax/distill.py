@@ -66,14 +66,19 @@ def minibatch_indices(key: jax.Array, steps: int, size: int, batch: int) -> jax.
 
 def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key: jax.Array,
                  spec: InnerSpec) -> tuple[modeling.Params, jax.Array]:
-  """θ0 → θT by the inner loop on `data` (synthetic embeddings or real token ids).
+  """θ0 → θT by the inner loop on `data` (synthetic embeddings, token distributions or real token ids).
 
   With embedding inputs the word-embedding table gets no gradient, so it is
-  kept out of the scan carry (smaller carry, smaller remat residuals).
+  kept out of the scan carry (smaller carry, smaller remat residuals). With
+  token distributions only the candidate vocabulary's rows train, so only they
+  are carried.
   """
-  freeze = "inputs_embeds" in data or spec.freeze_word_embeddings
+  freeze = "inputs_embeds" in data or "token_probs" in data or spec.freeze_word_embeddings
   frozen_keys = (modeling.WORD_EMBEDDINGS,) if freeze else ()
   trainable, frozen = modeling.split_frozen(theta0, frozen_keys)
+  if "token_probs" in data:
+    vocab = data["token_vocab"][0]  # the same candidate vocabulary on every row (synthetic.Tokens)
+    trainable = modeling.merge(trainable, {_VOCAB_ROWS[0]: {_VOCAB_ROWS[1]: _table(frozen)[vocab]}})
   # [T, G] step sizes: one column per parameter group (modeling.lr_groups "layer").
   lr_index = modeling.group_index(trainable, modeling.lr_groups(theta0, "layer")) if lrs.ndim == 2 else None
   size = jax.tree_util.tree_leaves(data)[0].shape[0]
@@ -83,6 +88,7 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
   def loss_fn(p, idx):
     # The whole set each step needs no gather, whose transpose is a scatter-add per step.
     batch = data if idx is None else jax.tree_util.tree_map(lambda a: a[idx], data)
+    p, batch = _embed_tokens(p, batch)
     loss, _ = modeling.loss_and_accuracy(model, modeling.merge(p, frozen), batch)
     return loss, loss
 
@@ -108,7 +114,34 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
     losses = jnp.concatenate([first, last])
   else:
     p_t, _, losses = run(trainable, xs, lrs)
+  if "token_probs" in data:  # the trained rows go back into the table
+    p_t, rows = _pop_vocab_rows(p_t)
+    frozen = modeling.merge(frozen, {"embeddings": {"word_embeddings": {
+        "embedding": _table(frozen).at[vocab].set(rows)}}})
   return modeling.merge(p_t, frozen), losses
+
+
+# Where the candidate vocabulary's word-table rows live in the carry of a `Tokens` inner loop:
+# under "embeddings", so per-module step sizes treat them as the embeddings' group.
+_VOCAB_ROWS = ("embeddings", "candidate_vocab_rows")
+
+
+def _table(params: modeling.Params) -> jax.Array:
+  return params["embeddings"]["word_embeddings"]["embedding"]
+
+
+def _pop_vocab_rows(p: modeling.Params) -> tuple[modeling.Params, jax.Array]:
+  rest = {k: v for k, v in p[_VOCAB_ROWS[0]].items() if k != _VOCAB_ROWS[1]}
+  return {**p, _VOCAB_ROWS[0]: rest}, p[_VOCAB_ROWS[0]][_VOCAB_ROWS[1]]
+
+
+def _embed_tokens(p: modeling.Params, batch: dict) -> tuple[modeling.Params, dict]:
+  """Token distributions → embeddings through the carried vocabulary rows (identity for other data)."""
+  if "token_probs" not in batch:
+    return p, batch
+  p, rows = _pop_vocab_rows(p)
+  embeds = jnp.einsum("blv,vh->blh", batch["token_probs"], rows.astype(batch["token_probs"].dtype))
+  return p, {"inputs_embeds": embeds, "attention_mask": batch["attention_mask"], "targets": batch["targets"]}
 
 
 def sample_real_batch(key: jax.Array, real: dict, batch_size: int) -> dict:
@@ -191,9 +224,10 @@ def init_state(learned: dict, tx: optax.GradientTransformation, seed: int) -> St
 # Config keys that fix the shapes of a checkpoint: resuming or evaluating with
 # other values cannot work, so they are checked before restoring.
 SHAPE_KEYS = ("dataset", "max_len", "n_per_class", "inner_steps", "model.size", "model.pretrained",
-              "synthetic.kind", "synthetic.num_bases", "synthetic.label_mode", "inner.lr_groups")
+              "synthetic.kind", "synthetic.num_bases", "synthetic.label_mode", "inner.lr_groups",
+              "synthetic.vocab_size")
 # Shape keys added after checkpoints existed: a checkpoint without one was written with this value.
-_SHAPE_KEY_DEFAULTS = {"inner.lr_groups": "global"}
+_SHAPE_KEY_DEFAULTS = {"inner.lr_groups": "global", "synthetic.vocab_size": 2048}
 
 
 def _get(cfg: dict, dotted: str):
@@ -217,10 +251,16 @@ def build_synthetic(exp) -> tuple[Any, dict, dict]:
   c = exp.num_classes
   shape = synthetic.SetShape(cfg.n_per_class * c, cfg.max_len, exp.model.config.hidden_size, c,
                              cfg.synthetic.label_mode)
-  syn = synthetic.build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases)
+  syn = synthetic.build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases, cfg.synthetic.vocab_size)
   idx = data.sample_per_class(exp.train.labels, cfg.n_per_class, c, cfg.seed)
   labels = exp.train.labels[idx]
-  if cfg.synthetic.init == "real":
+  if cfg.synthetic.kind == "tokens":
+    if cfg.synthetic.init != "real":
+      raise UserError("synthetic.kind='tokens' starts from real examples; use --config.synthetic.init=real")
+    ids, masks = exp.train.input_ids[idx], exp.train.attention_mask[idx]
+    vocab = synthetic.candidate_vocab(exp.train.input_ids, ids, cfg.synthetic.vocab_size)
+    params, static = syn.init(ids, masks, labels, vocab)
+  elif cfg.synthetic.init == "real":
     table = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))["embeddings"]["word_embeddings"]["embedding"]
     embeds, masks = table[jnp.asarray(exp.train.input_ids[idx])], exp.train.attention_mask[idx]
   elif cfg.synthetic.init == "random":
@@ -229,7 +269,8 @@ def build_synthetic(exp) -> tuple[Any, dict, dict]:
     masks = np.ones((shape.num_examples, shape.seq_len), np.int32)
   else:
     raise UserError(f"unknown synthetic.init {cfg.synthetic.init!r}; use 'real' or 'random'")
-  params, static = syn.init(embeds, masks, labels)
+  if cfg.synthetic.kind != "tokens":
+    params, static = syn.init(embeds, masks, labels)
   lr = synthetic.init_step_sizes(cfg.inner.lr, cfg.inner_steps, cfg.inner.lr_param)
   if cfg.inner.lr_groups != "global":  # [T, G]: only then is the parameter tree's shape needed
     groups = modeling.lr_groups(jax.eval_shape(exp.init_fn, jax.random.PRNGKey(0)), cfg.inner.lr_groups)

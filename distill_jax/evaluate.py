@@ -204,8 +204,9 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
   if e.decode:
     table = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))["embeddings"]["word_embeddings"]["embedding"]
     tok = data.get_tokenizer(cfg.vocab or None)
-    for metric in ("cosine", "l2"):
-      ids = decode.nearest_tokens(syn_data["inputs_embeds"], table, metric)
+    # Token distributions decode to their most likely tokens, whatever the metric ("argmax").
+    for metric in ("argmax",) if "token_probs" in syn_data else ("cosine", "l2"):
+      ids = decode.decode_set(syn_data, table, metric)
       decoded = dict(input_ids=ids, attention_mask=syn_data["attention_mask"], targets=syn_data["targets"])
       result[f"decoded_{metric}"] = dict(summary(run(data_arrays=decoded, lrs=lrs)),
                                          texts=decode.texts(ids, syn_data["attention_mask"], tok))

@@ -96,11 +96,11 @@ def render(workdir: str, data_dir: str = "", real_rows: int = 500) -> list[str]:
   pick = np.random.default_rng(0).permutation(len(exp.train))[:real_rows]  # files may be sorted by label
   rows = exp.train.subset(np.sort(pick))
   real_x = np.asarray(table[jnp.asarray(rows.input_ids)])
-  sim = similarity(np.asarray(syn_data["inputs_embeds"]), np.asarray(syn_data["attention_mask"]), real_x,
+  sim = similarity(np.asarray(decode.embeddings(syn_data, table)), np.asarray(syn_data["attention_mask"]), real_x,
                    rows.attention_mask)
   labels = np.asarray(ckpt["static"]["labels"])
   made.append(plot_similarity(sim, labels, rows.labels, out))
-  ids = decode.nearest_tokens(syn_data["inputs_embeds"], table, "cosine")
+  ids = decode.decode_set(syn_data, table, "cosine")
   texts = decode.texts(ids, syn_data["attention_mask"], data.get_tokenizer(cfg.vocab or None))
   path = os.path.join(out, "decoded.txt")
   with open(path, "w") as f:

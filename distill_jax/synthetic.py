@@ -9,6 +9,11 @@ one it has.
 - `Addressable`: Deng & Russakovsky 2022 — K shared memories (bases) and an
   M×K addressing matrix; example i = Σ_k A[i,k]·base_k, and its label is the
   same combination of per-memory label vectors when labels are learned.
+- `Tokens`: every position is a learned distribution over a candidate
+  vocabulary (the training set's most frequent tokens). The inner loop embeds
+  it through θ's own word table, so, unlike embeddings fed past the table, its
+  steps train the table as real text does, and the data keeps one meaning
+  under any θ0, fresh table or not.
 """
 
 from __future__ import annotations
@@ -107,19 +112,64 @@ class Addressable:
             "targets": _targets(self.shape, static["labels"], raw)}
 
 
+# Initial logit of an example's own token: softmax puts ≈ 0.9 on it against 2,048 candidates.
+_TOKEN_LOGIT_SCALE = 10.0
+
+
+def candidate_vocab(train_ids: np.ndarray, init_ids: np.ndarray, size: int) -> np.ndarray:
+  """Token ids the `Tokens` set may use: those of its initial examples, then the most frequent in training."""
+  own = np.unique(init_ids)
+  if size < len(own):
+    raise UserError(f"synthetic.vocab_size={size} < the {len(own)} distinct tokens of the initial examples; "
+                    f"raise it to at least {len(own)}")
+  counts = np.bincount(np.asarray(train_ids).ravel(), minlength=int(own.max()) + 1)
+  counts[own] = -1  # already in
+  counts[0] = -1  # [PAD]: a real position is never padding
+  frequent = np.argsort(-counts, kind="stable")[:size - len(own)]
+  return np.sort(np.concatenate([own, frequent[counts[frequent] > 0]])).astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokens:
+  shape: SetShape
+  vocab_size: int
+
+  def init(self, ids: np.ndarray, masks: np.ndarray, labels: np.ndarray, vocab: np.ndarray) -> tuple[dict, dict]:
+    """`ids` [M, L] are the starting examples; their logits are a scaled one-hot over `vocab`."""
+    s = self.shape
+    chex.assert_shape(ids, (s.num_examples, s.seq_len))
+    pos = np.searchsorted(vocab, ids)
+    if np.any(vocab[np.minimum(pos, len(vocab) - 1)] != ids):
+      raise UserError("the initial examples have tokens outside the candidate vocabulary")
+    logits = _TOKEN_LOGIT_SCALE * np.eye(len(vocab), dtype=np.float32)[pos]
+    params = {"logits": jnp.asarray(logits), **_init_label_params(s, labels)}
+    # The vocabulary repeats per example so that minibatch indexing keeps every key's leading axis M.
+    return params, {"labels": jnp.asarray(labels, jnp.int32), "mask": jnp.asarray(masks, jnp.int32),
+                    "vocab": jnp.broadcast_to(jnp.asarray(vocab, jnp.int32), (s.num_examples, len(vocab)))}
+
+  def materialize(self, params: dict, static: dict) -> dict:
+    return {"token_probs": jax.nn.softmax(params["logits"], axis=-1), "token_vocab": static["vocab"],
+            "attention_mask": static["mask"],
+            "targets": _targets(self.shape, static["labels"], params.get("labels"))}
+
+
 def num_learned_floats(params: dict) -> int:
   """Storage budget: learned floats of the data parametrisation (step sizes excluded)."""
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
 
 
-def build(kind: str, shape: SetShape, num_bases: int = 0):
+def build(kind: str, shape: SetShape, num_bases: int = 0, vocab_size: int = 0):
+  if kind == "tokens":
+    if vocab_size < 2:
+      raise UserError("synthetic.kind='tokens' needs --config.synthetic.vocab_size >= 2")
+    return Tokens(shape, vocab_size)
   if kind == "direct":
     return Direct(shape)
   if kind == "addressable":
     if num_bases < 1:
       raise UserError("synthetic.kind='addressable' needs --config.synthetic.num_bases >= 1")
     return Addressable(shape, num_bases)
-  raise UserError(f"unknown synthetic.kind {kind!r}; use 'direct' or 'addressable'")
+  raise UserError(f"unknown synthetic.kind {kind!r}; use 'direct', 'addressable' or 'tokens'")
 
 
 # ---- learned step sizes -----------------------------------------------------

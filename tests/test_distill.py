@@ -123,3 +123,20 @@ def test_per_group_step_sizes_and_random_windows_distil_and_evaluate(tmp_path):
   assert np.asarray(r["step_sizes"]).shape == (3, 5) and 0.0 <= r["distilled"]["mean"] <= 1.0
   with pytest.raises(UserError, match="inner.lr_groups='layer' but the config has 'global'"):
     main.run(tiny_cli_config(tmp_path, **{"outer.steps": 4}), str(tmp_path / "run"))
+
+
+def test_token_distributions_distil_resume_and_evaluate_with_decoding(tmp_path):
+  over = {"synthetic.kind": "tokens", "synthetic.vocab_size": 64, "init.fixed_word_embeddings": True,
+          "outer.lr": 0.1}
+  main.run(tiny_cli_config(tmp_path, **{**over, "outer.steps": 2}), str(tmp_path / "run"))
+  d0 = _learned(str(tmp_path / "run"), **over)["state"]["learned"]["data"]["logits"]
+  main.run(tiny_cli_config(tmp_path, **over), str(tmp_path / "run"))  # resumes to outer.steps=4
+  d1 = _learned(str(tmp_path / "run"), **over)["state"]["learned"]["data"]["logits"]
+  assert d1.shape[-1] == 64 and np.abs(np.asarray(d1) - np.asarray(d0)).max() > 0
+  r = main.run(tiny_cli_config(tmp_path, mode="evaluate", checkpoint=str(tmp_path / "run"), **over),
+               str(tmp_path / "eval"))
+  assert r["synthetic_kind"] == "tokens" and r["outer_steps"] == 4
+  assert r["distilled"]["n"] == 2 and len(r["decoded_argmax"]["texts"]) == 4
+  with pytest.raises(UserError, match="written with synthetic.vocab_size=64"):
+    main.run(tiny_cli_config(tmp_path, **{**over, "synthetic.vocab_size": 128, "outer.steps": 6}),
+             str(tmp_path / "run"))

@@ -207,3 +207,29 @@ def test_freeze_word_embeddings_holds_the_table_for_token_data(tiny_bert_config,
   table = [k for k in moved if "word_embeddings" in k]
   assert len(table) == 1 and moved[table[0]] is (not freeze)
   assert all(v for k, v in moved.items() if k not in table)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_one_hot_token_distributions_train_like_their_token_ids(tiny_bert_config, optimizer):
+  # A Tokens set embeds through θ's table and trains the candidate rows: with one-hot
+  # distributions it is the real text, so θT equals training on the ids themselves.
+  model, init_fn, spec, _, real, lr_raw = _problem(tiny_bert_config, optimizer=optimizer)
+  ids = real["input_ids"][:4]
+  vocab = jnp.unique(jnp.concatenate([ids.ravel(), jnp.array([1, 2, 3])]))  # extra rows that no text uses
+  targets = jax.nn.one_hot(real["labels"][:4], 2)
+  as_ids = dict(input_ids=ids, attention_mask=jnp.ones_like(ids), targets=targets)
+  as_tokens = dict(token_probs=jax.nn.one_hot(jnp.searchsorted(vocab, ids), len(vocab)),
+                   token_vocab=jnp.broadcast_to(vocab, (4, len(vocab))), attention_mask=jnp.ones_like(ids),
+                   targets=targets)
+  theta0, lrs = init_fn(jax.random.PRNGKey(0)), synthetic.step_sizes(lr_raw, "softplus")
+  a, _ = distill.train_on_set(model, theta0, as_ids, lrs, jax.random.PRNGKey(1), spec)
+  b, _ = distill.train_on_set(model, theta0, as_tokens, lrs, jax.random.PRNGKey(1), spec)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(x, y, atol=2e-6)
+  table = lambda t: np.asarray(t["embeddings"]["word_embeddings"]["embedding"])
+  assert not np.allclose(table(b)[np.asarray(ids)], table(theta0)[np.asarray(ids)])  # the text's rows trained
+  # and the gradient reaches the distributions
+  g = jax.grad(lambda pr: modeling.loss_and_accuracy(model, distill.train_on_set(
+      model, theta0, {**as_tokens, "token_probs": pr}, lrs, jax.random.PRNGKey(1), spec)[0], real)[0])(
+      as_tokens["token_probs"])
+  assert np.isfinite(np.asarray(g)).all() and float(jnp.abs(g).max()) > 0

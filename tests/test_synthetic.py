@@ -77,3 +77,27 @@ def test_step_sizes_round_trip_and_errors():
     synthetic.build("addressable", SHAPE, num_bases=0)
   with pytest.raises(UserError):
     synthetic.SetShape(1, 1, 1, 2, label_mode="nope")
+
+
+def test_candidate_vocab_keeps_the_examples_tokens_then_the_most_frequent():
+  train = np.array([[101, 7, 7, 7, 9, 102, 0], [101, 8, 8, 5, 102, 0, 0]])
+  vocab = synthetic.candidate_vocab(train, np.array([[101, 5, 102]]), size=5)
+  np.testing.assert_array_equal(vocab, [5, 7, 8, 101, 102])  # 7 (×3) and 8 (×2) beat 9; [PAD] never
+  with pytest.raises(UserError, match="vocab_size"):
+    synthetic.candidate_vocab(train, np.array([[101, 5, 102]]), size=2)
+
+
+def test_tokens_start_near_their_examples_and_materialize_distributions():
+  shape = synthetic.SetShape(2, 3, 8, 2, "hard")
+  vocab = np.array([0, 5, 7, 101, 102], np.int32)
+  ids = np.array([[101, 5, 102], [101, 7, 0]])
+  params, static = synthetic.Tokens(shape, len(vocab)).init(ids, np.ones((2, 3), np.int32), np.array([0, 1]),
+                                                            vocab)
+  d = synthetic.Tokens(shape, len(vocab)).materialize(params, static)
+  assert d["token_probs"].shape == (2, 3, 5) and d["token_vocab"].shape == (2, 5)
+  np.testing.assert_allclose(d["token_probs"].sum(-1), 1.0, rtol=1e-6)
+  np.testing.assert_array_equal(vocab[np.argmax(d["token_probs"], -1)], ids)
+  assert float(d["token_probs"].max(-1).min()) > 0.99  # exp(10) against 4 others
+  with pytest.raises(UserError, match="outside the candidate vocabulary"):
+    synthetic.Tokens(shape, len(vocab)).init(np.array([[101, 6, 102]] * 2), np.ones((2, 3), np.int32),
+                                             np.array([0, 1]), vocab)
