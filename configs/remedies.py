@@ -42,7 +42,9 @@ def get_config(variant: str = "minilm"):
     if variant == "tiny_tokens":
       c.synthetic.kind = "tokens"
       c.inner_steps = 100
-      c.outer.lr = 0.05  # on logits that start at 10 for each example's own token
+      # On logits that start at 10 for each example's own token: 0.05 left them (and the
+      # accuracy, 0.51) where they started in 50 outer steps.
+      c.outer.lr = 0.3
   else:
     raise ValueError(f"unknown variant {variant!r}; use 'minilm', 'tiny_adam' or 'tiny_tokens'")
   return c

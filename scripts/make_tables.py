@@ -106,10 +106,13 @@ def gradient_table() -> str:
   return with_commands(rows, runs, named=False)
 
 
+SET_KINDS = {"direct": "embeddings", "addressable": "addressable", "tokens": "token distributions"}
+
+
 def remedies_table() -> str:
-  rows = ["| run | dataset | n/class | T | inner opt | θ0 | outer steps | distilled | random real subset | "
+  rows = ["| run | dataset | n/class | T | inner opt | θ0 | set | outer steps | distilled | random real subset | "
           "real-data ceiling (T steps, batch 64) | full data (Table 1) | distilled / full |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   runs = load("remedies/*.json")
   full = load("table1/*.json")
   for name, r in runs.items():
@@ -118,7 +121,8 @@ def remedies_table() -> str:
     f = f["best_eval_accuracy"] if f else None
     ratio = f"{100 * r['distilled']['mean'] / f:.0f}%" if f else "—"
     rows.append(f"| {name} | {r['dataset']} | {r['n_per_class']} | {r['inner_steps']} | {r.get('inner_optimizer', '?')} | "
-                f"{r['init_kind']} | {r['outer_steps']} | {mean_std(r['distilled'])} | {mean_std(r.get('random_subset'))} | "
+                f"{r['init_kind']} | {SET_KINDS[r.get('synthetic_kind', 'direct')]} | {r['outer_steps']} | "
+                f"{mean_std(r['distilled'])} | {mean_std(r.get('random_subset'))} | "
                 f"{mean_std(r.get('real_ceiling'))} | {pct(f) if f else '—'} | {ratio} |")
   return with_commands(rows, runs)
 
