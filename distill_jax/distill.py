@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any, Callable, Optional
 
+import flax.traverse_util as tu
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -78,7 +79,7 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
   trainable, frozen = modeling.split_frozen(theta0, frozen_keys)
   if "token_probs" in data:
     vocab = data["token_vocab"][0]  # the same candidate vocabulary on every row (synthetic.Tokens)
-    trainable = modeling.merge(trainable, {_VOCAB_ROWS[0]: {_VOCAB_ROWS[1]: _table(frozen)[vocab]}})
+    trainable = modeling.merge(trainable, {_VOCAB_ROWS[0]: {_VOCAB_ROWS[1]: modeling.word_table(frozen)[vocab]}})
   # [T, G] step sizes: one column per parameter group (modeling.lr_groups "layer").
   lr_index = modeling.group_index(trainable, modeling.lr_groups(theta0, "layer")) if lrs.ndim == 2 else None
   size = jax.tree_util.tree_leaves(data)[0].shape[0]
@@ -116,18 +117,14 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
     p_t, _, losses = run(trainable, xs, lrs)
   if "token_probs" in data:  # the trained rows go back into the table
     p_t, rows = _pop_vocab_rows(p_t)
-    frozen = modeling.merge(frozen, {"embeddings": {"word_embeddings": {
-        "embedding": _table(frozen).at[vocab].set(rows)}}})
+    table = modeling.word_table(frozen).at[vocab].set(rows)
+    frozen = modeling.merge(frozen, tu.unflatten_dict({modeling.WORD_EMBEDDINGS: table}))
   return modeling.merge(p_t, frozen), losses
 
 
 # Where the candidate vocabulary's word-table rows live in the carry of a `Tokens` inner loop:
 # under "embeddings", so per-module step sizes treat them as the embeddings' group.
 _VOCAB_ROWS = ("embeddings", "candidate_vocab_rows")
-
-
-def _table(params: modeling.Params) -> jax.Array:
-  return params["embeddings"]["word_embeddings"]["embedding"]
 
 
 def _pop_vocab_rows(p: modeling.Params) -> tuple[modeling.Params, jax.Array]:
@@ -245,13 +242,26 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
                       f"has {_get(current, key)!r}; use --config.{key}={was!r} or a new --workdir")
 
 
+def _initial_embeddings(exp, idx: np.ndarray, shape: synthetic.SetShape) -> tuple[jax.Array, np.ndarray]:
+  """Starting inputs and masks of an embedding-space set: the chosen real examples, or noise."""
+  cfg = exp.cfg
+  if cfg.synthetic.init == "real":
+    table = modeling.word_table(exp.init_fn(jax.random.PRNGKey(cfg.init.seed)))
+    return table[jnp.asarray(exp.train.input_ids[idx])], exp.train.attention_mask[idx]
+  if cfg.synthetic.init == "random":
+    key = jax.random.PRNGKey(cfg.seed + 1)
+    embeds = cfg.synthetic.init_std * jax.random.normal(key, (shape.num_examples, shape.seq_len, shape.hidden))
+    return embeds, np.ones((shape.num_examples, shape.seq_len), np.int32)
+  raise UserError(f"unknown synthetic.init {cfg.synthetic.init!r}; use 'real' or 'random'")
+
+
 def build_synthetic(exp) -> tuple[Any, dict, dict]:
   """The parametrisation, its initial learned params (data + raw step sizes) and static arrays."""
   cfg = exp.cfg
   c = exp.num_classes
   shape = synthetic.SetShape(cfg.n_per_class * c, cfg.max_len, exp.model.config.hidden_size, c,
                              cfg.synthetic.label_mode)
-  syn = synthetic.build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases, cfg.synthetic.vocab_size)
+  syn = synthetic.build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases)
   idx = data.sample_per_class(exp.train.labels, cfg.n_per_class, c, cfg.seed)
   labels = exp.train.labels[idx]
   if cfg.synthetic.kind == "tokens":
@@ -260,17 +270,8 @@ def build_synthetic(exp) -> tuple[Any, dict, dict]:
     ids, masks = exp.train.input_ids[idx], exp.train.attention_mask[idx]
     vocab = synthetic.candidate_vocab(exp.train.input_ids, ids, cfg.synthetic.vocab_size)
     params, static = syn.init(ids, masks, labels, vocab)
-  elif cfg.synthetic.init == "real":
-    table = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))["embeddings"]["word_embeddings"]["embedding"]
-    embeds, masks = table[jnp.asarray(exp.train.input_ids[idx])], exp.train.attention_mask[idx]
-  elif cfg.synthetic.init == "random":
-    key = jax.random.PRNGKey(cfg.seed + 1)
-    embeds = cfg.synthetic.init_std * jax.random.normal(key, (shape.num_examples, shape.seq_len, shape.hidden))
-    masks = np.ones((shape.num_examples, shape.seq_len), np.int32)
   else:
-    raise UserError(f"unknown synthetic.init {cfg.synthetic.init!r}; use 'real' or 'random'")
-  if cfg.synthetic.kind != "tokens":
-    params, static = syn.init(embeds, masks, labels)
+    params, static = syn.init(*_initial_embeddings(exp, idx, shape), labels)
   lr = synthetic.init_step_sizes(cfg.inner.lr, cfg.inner_steps, cfg.inner.lr_param)
   if cfg.inner.lr_groups != "global":  # [T, G]: only then is the parameter tree's shape needed
     groups = modeling.lr_groups(jax.eval_shape(exp.init_fn, jax.random.PRNGKey(0)), cfg.inner.lr_groups)

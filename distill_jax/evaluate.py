@@ -202,7 +202,7 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
     logging.info("real-data ceiling (T=%d, batch %d): %.4f ± %.4f", spec.steps, e.ceiling_batch_size,
                  result["real_ceiling"]["mean"], result["real_ceiling"]["std"])
   if e.decode:
-    table = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))["embeddings"]["word_embeddings"]["embedding"]
+    table = modeling.word_table(exp.init_fn(jax.random.PRNGKey(cfg.init.seed)))
     tok = data.get_tokenizer(cfg.vocab or None)
     # Token distributions decode to their most likely tokens, whatever the metric ("argmax").
     for metric in ("argmax",) if "token_probs" in syn_data else ("cosine", "l2"):

@@ -36,6 +36,11 @@ def build_model(cfg: ml_collections.ConfigDict, num_labels: int,
   return bert.BertForSequenceClassification(config, dtype=dtypes[cfg.model.dtype], matmul_dtype=matmul_dtype)
 
 
+def word_table(params: Params) -> jax.Array:
+  """The [V, H] token-embedding table of a parameter tree."""
+  return tu.flatten_dict(params)[WORD_EMBEDDINGS]
+
+
 def split_frozen(params: Params, frozen: tuple[tuple[str, ...], ...]) -> tuple[Params, Params]:
   """(trainable, frozen): frozen leaves get no inner gradient, so they stay out of the scan carry."""
   flat = tu.flatten_dict(params)

@@ -22,7 +22,7 @@ from absl import app, flags
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from distill_jax import checkpoint, data, decode, distill, experiment, metrics, synthetic  # noqa: E402
+from distill_jax import checkpoint, data, decode, distill, experiment, metrics, modeling, synthetic  # noqa: E402
 from distill_jax.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -92,7 +92,7 @@ def render(workdir: str, data_dir: str = "", real_rows: int = 500) -> list[str]:
   lrs = np.asarray(synthetic.step_sizes(ckpt["state"]["learned"]["lr"], spec.lr_param))
   made.append(plot_step_sizes(lrs, out))
   syn_data = syn.materialize(ckpt["state"]["learned"]["data"], ckpt["static"])
-  table = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))["embeddings"]["word_embeddings"]["embedding"]
+  table = modeling.word_table(exp.init_fn(jax.random.PRNGKey(cfg.init.seed)))
   pick = np.random.default_rng(0).permutation(len(exp.train))[:real_rows]  # files may be sorted by label
   rows = exp.train.subset(np.sort(pick))
   real_x = np.asarray(table[jnp.asarray(rows.input_ids)])

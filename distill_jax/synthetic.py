@@ -119,6 +119,8 @@ _TOKEN_LOGIT_SCALE = 10.0
 def candidate_vocab(train_ids: np.ndarray, init_ids: np.ndarray, size: int) -> np.ndarray:
   """Token ids the `Tokens` set may use: those of its initial examples, then the most frequent in training."""
   own = np.unique(init_ids)
+  if size < 2:
+    raise UserError("synthetic.kind='tokens' needs --config.synthetic.vocab_size >= 2")
   if size < len(own):
     raise UserError(f"synthetic.vocab_size={size} < the {len(own)} distinct tokens of the initial examples; "
                     f"raise it to at least {len(own)}")
@@ -132,7 +134,6 @@ def candidate_vocab(train_ids: np.ndarray, init_ids: np.ndarray, size: int) -> n
 @dataclasses.dataclass(frozen=True)
 class Tokens:
   shape: SetShape
-  vocab_size: int
 
   def init(self, ids: np.ndarray, masks: np.ndarray, labels: np.ndarray, vocab: np.ndarray) -> tuple[dict, dict]:
     """`ids` [M, L] are the starting examples; their logits are a scaled one-hot over `vocab`."""
@@ -141,8 +142,8 @@ class Tokens:
     pos = np.searchsorted(vocab, ids)
     if np.any(vocab[np.minimum(pos, len(vocab) - 1)] != ids):
       raise UserError("the initial examples have tokens outside the candidate vocabulary")
-    logits = _TOKEN_LOGIT_SCALE * np.eye(len(vocab), dtype=np.float32)[pos]
-    params = {"logits": jnp.asarray(logits), **_init_label_params(s, labels)}
+    logits = _TOKEN_LOGIT_SCALE * jax.nn.one_hot(pos, len(vocab), dtype=jnp.float32)
+    params = {"logits": logits, **_init_label_params(s, labels)}
     # The vocabulary repeats per example so that minibatch indexing keeps every key's leading axis M.
     return params, {"labels": jnp.asarray(labels, jnp.int32), "mask": jnp.asarray(masks, jnp.int32),
                     "vocab": jnp.broadcast_to(jnp.asarray(vocab, jnp.int32), (s.num_examples, len(vocab)))}
@@ -158,11 +159,9 @@ def num_learned_floats(params: dict) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
 
 
-def build(kind: str, shape: SetShape, num_bases: int = 0, vocab_size: int = 0):
+def build(kind: str, shape: SetShape, num_bases: int = 0):
   if kind == "tokens":
-    if vocab_size < 2:
-      raise UserError("synthetic.kind='tokens' needs --config.synthetic.vocab_size >= 2")
-    return Tokens(shape, vocab_size)
+    return Tokens(shape)
   if kind == "direct":
     return Direct(shape)
   if kind == "addressable":
