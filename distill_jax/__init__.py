@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 
 def _prefer_512_bit_vectors() -> None:
   """XLA:CPU vectorises for 256-bit registers by default; on AVX-512 CPUs 512-bit code
-  made the BERT-Tiny outer step (M=40, L=64) ~14% faster here, mostly in its elementwise
-  fusions. Takes effect only if JAX's CPU backend is not initialised yet; an explicit
+  speeds up the outer step's elementwise fusions (benchmarks/results/outer.md is measured
+  with it). Takes effect only if JAX's CPU backend is not initialised yet; an explicit
   `xla_cpu_prefer_vector_width` in XLA_FLAGS wins."""
   flags = _os.environ.get("XLA_FLAGS", "")
   if "xla_cpu_prefer_vector_width" in flags:
