@@ -33,6 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
   # runs them 3-5× faster on AMX CPUs and GPUs (results, attention, activations, parameters
   # and optimizer state keep model.dtype; see distill_jax/models/matmul.py).
   c.model.matmul_dtype = "model"
+  # What the classifier reads: "cls" (BERT's [CLS] state, the paper's) or "mean" (masked mean of
+  # all final states), which a random-init model can learn from in tens of steps (docs/diagnosis.md).
+  c.model.pooling = "cls"
 
   # θ0 distribution, shared by distillation and evaluation.
   c.init = ml_collections.ConfigDict()

@@ -33,7 +33,8 @@ def build_model(cfg: ml_collections.ConfigDict, num_labels: int,
                     "position embeddings; lower --config.max_len")
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
   matmul_dtype = None if cfg.model.matmul_dtype in ("model", cfg.model.dtype) else dtypes[cfg.model.matmul_dtype]
-  return bert.BertForSequenceClassification(config, dtype=dtypes[cfg.model.dtype], matmul_dtype=matmul_dtype)
+  return bert.BertForSequenceClassification(config, dtype=dtypes[cfg.model.dtype], matmul_dtype=matmul_dtype,
+                                            pooling=cfg.model.pooling)
 
 
 def word_table(params: Params) -> jax.Array:

@@ -10,6 +10,11 @@ Two measurements, each written to results/diagnosis/<name>.json:
   for K independent θ0 samples, under several θ0 distributions: per-sample norm,
   norm of the mean, and mean pairwise cosine between samples (≈0 means each θ0
   pulls the set in an unrelated direction, so Adam on S averages noise).
+- `pooling`: how much the pooler's input depends on the text at θ0, for the
+  [CLS] state and the masked mean of all states: the spread across sentences
+  (per-dimension std, RMS over dimensions) relative to the RMS of the vector.
+  Near 0, every sentence looks alike to the classifier and its gradient
+  carries little about the text.
 
 Usage:
   python scripts/diagnose.py ceiling --config=configs/sst2.py --steps=10,100,300,1000
@@ -17,6 +22,7 @@ Usage:
   python scripts/diagnose.py ceiling --config=configs/sst2.py --config.init.fixed_word_embeddings=True \
       --freeze_word_table --optimizers=adam --steps=100,300 --tag=frozen_table
   python scripts/diagnose.py gradients --config=configs/sst2.py --samples=8
+  python scripts/diagnose.py pooling --config=configs/sst2.py --samples=8
 """
 
 from __future__ import annotations
@@ -94,6 +100,24 @@ def gradient_stats(cfg, variants: dict[str, dict]) -> dict:
   return out
 
 
+def pooling_stats(cfg) -> dict:
+  exp = experiment.setup(experiment.with_overrides(cfg, {"eval_limit": 512}))
+  ids, mask = jnp.asarray(exp.eval.input_ids), jnp.asarray(exp.eval.attention_mask)
+  states = jax.jit(lambda p: exp.model.apply({"params": p}, ids, mask, method="encode"))
+  m = mask[..., None].astype(jnp.float32)
+  pooled = {"cls": lambda h: h[:, 0], "mean": lambda h: jnp.sum(h * m, 1) / jnp.sum(m, 1)}
+  rows = {name: [] for name in pooled}
+  for i in range(FLAGS.samples):
+    h = states(exp.init_fn(jax.random.PRNGKey(100 + i)))
+    for name, fn in pooled.items():
+      f = np.asarray(fn(h))
+      rows[name].append(float(np.sqrt(np.mean(f.std(0) ** 2)) / np.sqrt(np.mean(f ** 2))))
+  out = {name: dict(mean=float(np.mean(v)), std=float(np.std(v)), samples=len(v)) for name, v in rows.items()}
+  print(json.dumps(out), flush=True)
+  return dict(dataset=exp.spec.name, init=cfg.init.to_dict(), model=cfg.model.to_dict(), sentences=len(exp.eval),
+              relative_spread=out)
+
+
 def main(argv) -> None:
   cmd = argv[1] if len(argv) > 1 else ""
   cfg = FLAGS.config
@@ -106,8 +130,10 @@ def main(argv) -> None:
         "random θ0, fixed word table": {"init.fixed_word_embeddings": True},
         "one fixed θ0 (control)": {"init.kind": "fixed"},
     })
+  elif cmd == "pooling":
+    result = pooling_stats(cfg)
   else:
-    raise app.UsageError("first argument: ceiling | gradients")
+    raise app.UsageError("first argument: ceiling | gradients | pooling")
   result["command"] = "python scripts/diagnose.py " + " ".join(sys.argv[1:])
   model = cfg.model.size if not cfg.model.pretrained else "pretrained"
   path = os.path.join(FLAGS.out, f"{cmd}_{cfg.dataset}_{model}{'_' + FLAGS.tag if FLAGS.tag else ''}.json")

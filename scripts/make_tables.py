@@ -79,7 +79,8 @@ def describe_init(r: dict) -> str:
   table = "fixed word table" if r["init"].get("fixed_word_embeddings") else "fresh word table"
   if r.get("word_table") == "frozen":
     table += ", frozen in training"
-  return f"BERT-{r['model']['size']}, random init, {table}"
+  pooling = ", mean pooling" if r["model"].get("pooling", "cls") == "mean" else ""
+  return f"BERT-{r['model']['size']}, random init, {table}{pooling}"
 
 
 def ceiling_table() -> str:
@@ -106,6 +107,16 @@ def gradient_table() -> str:
   return with_commands(rows, runs, named=False)
 
 
+def pooling_table() -> str:
+  rows = ["| dataset | model / θ0 | θ0 samples × sentences | [CLS] state | mean of all states |", "|---|---|---|---|---|"]
+  runs = load("diagnosis/pooling_*.json")
+  for name, r in runs.items():
+    s = r["relative_spread"]
+    rows.append(f"| {r['dataset']} | {describe_init(r)} | {s['cls']['samples']} × {r['sentences']} | "
+                f"{s['cls']['mean']:.4f} ± {s['cls']['std']:.4f} | {s['mean']['mean']:.4f} ± {s['mean']['std']:.4f} |")
+  return with_commands(rows, runs, named=False)
+
+
 SET_KINDS = {"direct": "embeddings", "addressable": "addressable", "tokens": "token distributions"}
 
 
@@ -121,7 +132,7 @@ def remedies_table() -> str:
     f = f["best_eval_accuracy"] if f else None
     ratio = f"{100 * r['distilled']['mean'] / f:.0f}%" if f else "—"
     rows.append(f"| {name} | {r['dataset']} | {r['n_per_class']} | {r['inner_steps']} | {r.get('inner_optimizer', '?')} | "
-                f"{r['init_kind']} | {SET_KINDS[r.get('synthetic_kind', 'direct')]} | {r['outer_steps']} | "
+                f"{r['init_kind']}{', mean pooling' if r.get('pooling') == 'mean' else ''} | {SET_KINDS[r.get('synthetic_kind', 'direct')]} | {r['outer_steps']} | "
                 f"{mean_std(r['distilled'])} | {mean_std(r.get('random_subset'))} | "
                 f"{mean_std(r.get('real_ceiling'))} | {pct(f) if f else '—'} | {ratio} |")
   return with_commands(rows, runs)
@@ -175,6 +186,7 @@ def benchmark_table() -> str:
 
 
 TABLES = {"table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
+          "pooling": pooling_table,
           "remedies": remedies_table, "sensitivity": sensitivity_table,
           "addressable": addressable_table, "benchmark": benchmark_table}
 DOCS = ("README.md", "docs/diagnosis.md")

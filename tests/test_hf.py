@@ -76,6 +76,26 @@ def test_logits_match_transformers(tiny_params):
   np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), atol=1e-4, rtol=0)
 
 
+def test_mean_pooling_matches_transformers_states(tiny_params):
+  """`pooling="mean"`: the pooler and head read the masked mean of HF's last hidden states."""
+  ids, mask = _batch(TINY.vocab_size)
+  ours = bert.BertForSequenceClassification(TINY, pooling="mean").apply(
+      {"params": tiny_params}, input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask))
+  hf_model = _torch_model(TINY, hf.to_hf_state_dict(tiny_params))
+  with torch.no_grad():
+    states = hf_model.bert(input_ids=torch.from_numpy(ids).long(),
+                           attention_mask=torch.from_numpy(mask).long()).last_hidden_state
+    m = torch.from_numpy(mask).float()[..., None]
+    pooled = torch.tanh(hf_model.bert.pooler.dense((states * m).sum(1) / m.sum(1)))
+    theirs = hf_model.classifier(pooled)
+  np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), atol=1e-4, rtol=0)
+  # Padding positions do not count: other ids there leave the logits unchanged.
+  noisy = np.where(mask == 1, ids, 7).astype(np.int32)
+  again = bert.BertForSequenceClassification(TINY, pooling="mean").apply(
+      {"params": tiny_params}, input_ids=jnp.asarray(noisy), attention_mask=jnp.asarray(mask))
+  np.testing.assert_allclose(np.asarray(again), np.asarray(ours), atol=1e-6, rtol=0)
+
+
 def test_inputs_embeds_matches_ids(tiny_params):
   ids, mask = _batch(TINY.vocab_size)
   model = bert.BertForSequenceClassification(TINY)

@@ -162,12 +162,25 @@ class Layer(nn.Module):
         x + drop(h, deterministic=deterministic))
 
 
+POOLINGS = ("cls", "mean")
+
+
 class BertForSequenceClassification(nn.Module):
-  """Returns class logits; `encode` returns last hidden states for parity checks."""
+  """Returns class logits; `encode` returns last hidden states for parity checks.
+
+  `pooling` picks what the pooler reads: "cls" (BERT's [CLS] state) or "mean"
+  (the masked mean of all states). At HF's N(0, 0.02) init, attention is
+  near-uniform and the residual stream carries each token's own embedding, so
+  the [CLS] state is nearly the same for every input and a random-init model
+  needs many steps before its logits depend on the text; the mean of all
+  states depends on every token from step 0 (docs/diagnosis.md). Same
+  parameters either way.
+  """
 
   config: BertConfig
   dtype: Any = jnp.float32
   matmul_dtype: Any = None  # e.g. jnp.bfloat16: bf16 operands, `dtype` results (models/matmul.py)
+  pooling: str = "cls"
 
   def setup(self):
     cfg = self.config
@@ -197,7 +210,12 @@ class BertForSequenceClassification(nn.Module):
   def __call__(self, input_ids=None, attention_mask=None, inputs_embeds=None,
                token_type_ids=None, deterministic: bool = True):
     x = self.encode(input_ids, attention_mask, inputs_embeds, token_type_ids, deterministic)
-    pooled = jnp.tanh(self.pooler(x[:, 0]))
+    if self.pooling == "mean":
+      m = (jnp.ones(x.shape[:2], x.dtype) if attention_mask is None else attention_mask.astype(x.dtype))[..., None]
+      x = jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+    else:
+      x = x[:, 0]
+    pooled = jnp.tanh(self.pooler(x))
     logits = self.classifier(self.dropout(pooled, deterministic=deterministic))
     return logits.astype(jnp.promote_types(self.dtype, jnp.float32))
 
