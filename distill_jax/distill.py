@@ -261,7 +261,7 @@ def build_synthetic(exp) -> tuple[Any, dict, dict]:
   c = exp.num_classes
   shape = synthetic.SetShape(cfg.n_per_class * c, cfg.max_len, exp.model.config.hidden_size, c,
                              cfg.synthetic.label_mode)
-  syn = synthetic.build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases)
+  syn = synthetic.build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases, cfg.synthetic.token_logit_scale)
   idx = data.sample_per_class(exp.train.labels, cfg.n_per_class, c, cfg.seed)
   labels = exp.train.labels[idx]
   if cfg.synthetic.kind == "tokens":

@@ -69,6 +69,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       (cfg.model.dtype in ("float32", "bfloat16", "float64"), "model.dtype must be float32, bfloat16 or float64"),
       (cfg.model.matmul_dtype in ("model", "bfloat16"), "model.matmul_dtype must be 'model' or 'bfloat16'"),
       (cfg.model.pooling in bert.POOLINGS, "model.pooling must be 'cls' or 'mean'"),
+      (cfg.synthetic.token_logit_scale >= 0, "synthetic.token_logit_scale must be >= 0"),
       (not (cfg.init.kind == "pretrained" and not cfg.model.pretrained),
        "init.kind='pretrained' needs --config.model.pretrained=PATH_OR_HUB_ID"),
       (not (cfg.mode == "evaluate" and not cfg.checkpoint), "mode=evaluate needs --config.checkpoint=DIR"),

@@ -112,8 +112,6 @@ class Addressable:
             "targets": _targets(self.shape, static["labels"], raw)}
 
 
-# Initial logit of an example's own token: softmax puts ≈ 0.9 on it against 2,048 candidates.
-_TOKEN_LOGIT_SCALE = 10.0
 
 
 def candidate_vocab(train_ids: np.ndarray, init_ids: np.ndarray, size: int) -> np.ndarray:
@@ -134,6 +132,10 @@ def candidate_vocab(train_ids: np.ndarray, init_ids: np.ndarray, size: int) -> n
 @dataclasses.dataclass(frozen=True)
 class Tokens:
   shape: SetShape
+  # Initial logit of an example's own token (others 0): 10 puts ≈ 0.9 of the mass on it against
+  # 2,048 candidates; smaller values start each position spread over many words, so one position
+  # trains many word-table rows from the first inner step.
+  logit_scale: float = 10.0
 
   def init(self, ids: np.ndarray, masks: np.ndarray, labels: np.ndarray, vocab: np.ndarray) -> tuple[dict, dict]:
     """`ids` [M, L] are the starting examples; their logits are a scaled one-hot over `vocab`."""
@@ -142,7 +144,7 @@ class Tokens:
     pos = np.searchsorted(vocab, ids)
     if np.any(vocab[np.minimum(pos, len(vocab) - 1)] != ids):
       raise UserError("the initial examples have tokens outside the candidate vocabulary")
-    logits = _TOKEN_LOGIT_SCALE * jax.nn.one_hot(pos, len(vocab), dtype=jnp.float32)
+    logits = self.logit_scale * jax.nn.one_hot(pos, len(vocab), dtype=jnp.float32)
     params = {"logits": logits, **_init_label_params(s, labels)}
     # The vocabulary repeats per example so that minibatch indexing keeps every key's leading axis M.
     return params, {"labels": jnp.asarray(labels, jnp.int32), "mask": jnp.asarray(masks, jnp.int32),
@@ -159,9 +161,9 @@ def num_learned_floats(params: dict) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
 
 
-def build(kind: str, shape: SetShape, num_bases: int = 0):
+def build(kind: str, shape: SetShape, num_bases: int = 0, token_logit_scale: float = 10.0):
   if kind == "tokens":
-    return Tokens(shape)
+    return Tokens(shape, token_logit_scale)
   if kind == "direct":
     return Direct(shape)
   if kind == "addressable":

@@ -98,6 +98,9 @@ def test_tokens_start_near_their_examples_and_materialize_distributions():
   np.testing.assert_allclose(d["token_probs"].sum(-1), 1.0, rtol=1e-6)
   np.testing.assert_array_equal(vocab[np.argmax(d["token_probs"], -1)], ids)
   assert float(d["token_probs"].max(-1).min()) > 0.99  # exp(10) against 4 others
+  spread = synthetic.Tokens(shape, logit_scale=1.0).init(ids, np.ones((2, 3), np.int32), np.array([0, 1]), vocab)[0]
+  own = jax.nn.softmax(spread["logits"], -1).max(-1)
+  np.testing.assert_allclose(own, np.e / (np.e + 4), rtol=1e-6)  # exp(1) against 4 others at exp(0)
   with pytest.raises(UserError, match="outside the candidate vocabulary"):
     synthetic.Tokens(shape).init(np.array([[101, 6, 102]] * 2), np.ones((2, 3), np.int32),
                                              np.array([0, 1]), vocab)
