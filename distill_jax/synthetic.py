@@ -112,8 +112,6 @@ class Addressable:
             "targets": _targets(self.shape, static["labels"], raw)}
 
 
-
-
 def candidate_vocab(train_ids: np.ndarray, init_ids: np.ndarray, size: int) -> np.ndarray:
   """Token ids the `Tokens` set may use: those of its initial examples, then the most frequent in training."""
   own = np.unique(init_ids)

@@ -1,6 +1,6 @@
 """Diagnosis of why bilevel distillation through BERT fails (issue: make it work).
 
-Two measurements, each written to results/diagnosis/<name>.json:
+Three measurements, each written to results/diagnosis/<name>.json:
 
 - `ceiling`: accuracy after T steps of the inner optimizer on REAL minibatches
   of 64 from the θ0 distribution, for T in --steps, momentum SGD and Adam; step
