@@ -41,6 +41,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from distill_jax import distill, evaluate, experiment, inner, modeling  # noqa: E402
+from distill_jax.models import bert  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Dataset config.", lock_config=False)
 flags.DEFINE_list("steps", ["10", "100", "300", "1000"], "T values for the ceiling.")
@@ -104,13 +105,11 @@ def pooling_stats(cfg) -> dict:
   exp = experiment.setup(experiment.with_overrides(cfg, {"eval_limit": 512}))
   ids, mask = jnp.asarray(exp.eval.input_ids), jnp.asarray(exp.eval.attention_mask)
   states = jax.jit(lambda p: exp.model.apply({"params": p}, ids, mask, method="encode"))
-  m = mask[..., None].astype(jnp.float32)
-  pooled = {"cls": lambda h: h[:, 0], "mean": lambda h: jnp.sum(h * m, 1) / jnp.sum(m, 1)}
-  rows = {name: [] for name in pooled}
+  rows = {name: [] for name in bert.POOLINGS}
   for i in range(FLAGS.samples):
     h = states(exp.init_fn(jax.random.PRNGKey(100 + i)))
-    for name, fn in pooled.items():
-      f = np.asarray(fn(h))
+    for name in bert.POOLINGS:
+      f = np.asarray(bert.pool(h, mask, name))
       rows[name].append(float(np.sqrt(np.mean(f.std(0) ** 2)) / np.sqrt(np.mean(f ** 2))))
   out = {name: dict(mean=float(np.mean(v)), std=float(np.std(v)), samples=len(v)) for name, v in rows.items()}
   print(json.dumps(out), flush=True)

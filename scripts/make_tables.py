@@ -72,6 +72,11 @@ def table2() -> str:
   return with_commands(rows, runs)
 
 
+def pooling_note(pooling: str | None) -> str:
+  """Suffix for runs whose classifier reads the mean of all states (model.pooling); none for [CLS]."""
+  return ", mean pooling" if pooling == "mean" else ""
+
+
 def describe_init(r: dict) -> str:
   """Model and θ0 distribution of a ceiling result, with what happens to the word-embedding table."""
   if r["model"].get("pretrained"):
@@ -79,8 +84,7 @@ def describe_init(r: dict) -> str:
   table = "fixed word table" if r["init"].get("fixed_word_embeddings") else "fresh word table"
   if r.get("word_table") == "frozen":
     table += ", frozen in training"
-  pooling = ", mean pooling" if r["model"].get("pooling", "cls") == "mean" else ""
-  return f"BERT-{r['model']['size']}, random init, {table}{pooling}"
+  return f"BERT-{r['model']['size']}, random init, {table}{pooling_note(r['model'].get('pooling'))}"
 
 
 def ceiling_table() -> str:
@@ -132,7 +136,7 @@ def remedies_table() -> str:
     f = f["best_eval_accuracy"] if f else None
     ratio = f"{100 * r['distilled']['mean'] / f:.0f}%" if f else "—"
     rows.append(f"| {name} | {r['dataset']} | {r['n_per_class']} | {r['inner_steps']} | {r.get('inner_optimizer', '?')} | "
-                f"{r['init_kind']}{', mean pooling' if r.get('pooling') == 'mean' else ''} | {SET_KINDS[r.get('synthetic_kind', 'direct')]} | {r['outer_steps']} | "
+                f"{r['init_kind']}{pooling_note(r.get('pooling'))} | {SET_KINDS[r.get('synthetic_kind', 'direct')]} | {r['outer_steps']} | "
                 f"{mean_std(r['distilled'])} | {mean_std(r.get('random_subset'))} | "
                 f"{mean_std(r.get('real_ceiling'))} | {pct(f) if f else '—'} | {ratio} |")
   return with_commands(rows, runs)

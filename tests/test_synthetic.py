@@ -91,8 +91,7 @@ def test_tokens_start_near_their_examples_and_materialize_distributions():
   shape = synthetic.SetShape(2, 3, 8, 2, "hard")
   vocab = np.array([0, 5, 7, 101, 102], np.int32)
   ids = np.array([[101, 5, 102], [101, 7, 0]])
-  params, static = synthetic.Tokens(shape).init(ids, np.ones((2, 3), np.int32), np.array([0, 1]),
-                                                            vocab)
+  params, static = synthetic.Tokens(shape).init(ids, np.ones((2, 3), np.int32), np.array([0, 1]), vocab)
   d = synthetic.Tokens(shape).materialize(params, static)
   assert d["token_probs"].shape == (2, 3, 5) and d["token_vocab"].shape == (2, 5)
   np.testing.assert_allclose(d["token_probs"].sum(-1), 1.0, rtol=1e-6)
@@ -103,4 +102,4 @@ def test_tokens_start_near_their_examples_and_materialize_distributions():
   np.testing.assert_allclose(own, np.e / (np.e + 4), rtol=1e-6)  # exp(1) against 4 others at exp(0)
   with pytest.raises(UserError, match="outside the candidate vocabulary"):
     synthetic.Tokens(shape).init(np.array([[101, 6, 102]] * 2), np.ones((2, 3), np.int32),
-                                             np.array([0, 1]), vocab)
+                                 np.array([0, 1]), vocab)

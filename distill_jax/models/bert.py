@@ -165,6 +165,15 @@ class Layer(nn.Module):
 POOLINGS = ("cls", "mean")
 
 
+def pool(states: jax.Array, attention_mask: jax.Array | None, pooling: str) -> jax.Array:
+  """[B, L, H] final states → [B, H] pooler input: the [CLS] state, or the masked mean of all states."""
+  if pooling == "cls":
+    return states[:, 0]
+  m = (jnp.ones(states.shape[:2], states.dtype) if attention_mask is None
+       else attention_mask.astype(states.dtype))[..., None]
+  return jnp.sum(states * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+
+
 class BertForSequenceClassification(nn.Module):
   """Returns class logits; `encode` returns last hidden states for parity checks.
 
@@ -210,12 +219,7 @@ class BertForSequenceClassification(nn.Module):
   def __call__(self, input_ids=None, attention_mask=None, inputs_embeds=None,
                token_type_ids=None, deterministic: bool = True):
     x = self.encode(input_ids, attention_mask, inputs_embeds, token_type_ids, deterministic)
-    if self.pooling == "mean":
-      m = (jnp.ones(x.shape[:2], x.dtype) if attention_mask is None else attention_mask.astype(x.dtype))[..., None]
-      x = jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
-    else:
-      x = x[:, 0]
-    pooled = jnp.tanh(self.pooler(x))
+    pooled = jnp.tanh(self.pooler(pool(x, attention_mask, self.pooling)))
     logits = self.classifier(self.dropout(pooled, deterministic=deterministic))
     return logits.astype(jnp.promote_types(self.dtype, jnp.float32))
 
