@@ -262,12 +262,16 @@ def build_synthetic(exp) -> tuple[Any, dict, dict]:
   shape = synthetic.SetShape(cfg.n_per_class * c, cfg.max_len, exp.model.config.hidden_size, c,
                              cfg.synthetic.label_mode)
   syn = synthetic.build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases, cfg.synthetic.token_logit_scale)
-  idx = data.sample_per_class(exp.train.labels, cfg.n_per_class, c, cfg.seed)
-  labels = exp.train.labels[idx]
+  # k real examples start each synthetic one (superposed token sets; 1 otherwise), all of its
+  # class: the indices come class by class.
+  k = cfg.synthetic.superpose
+  idx = data.sample_per_class(exp.train.labels, cfg.n_per_class * k, c, cfg.seed)
+  labels = exp.train.labels[idx][::k]
   if cfg.synthetic.kind == "tokens":
     if cfg.synthetic.init != "real":
       raise UserError("synthetic.kind='tokens' starts from real examples; use --config.synthetic.init=real")
-    ids, masks = exp.train.input_ids[idx], exp.train.attention_mask[idx]
+    ids = exp.train.input_ids[idx].reshape(shape.num_examples, k, -1)
+    masks = exp.train.attention_mask[idx].reshape(ids.shape)
     vocab = synthetic.candidate_vocab(exp.train.input_ids, ids, cfg.synthetic.vocab_size)
     params, static = syn.init(ids, masks, labels, vocab)
   else:

@@ -161,7 +161,8 @@ def eval_config(cli_cfg: ml_collections.ConfigDict, saved: dict) -> ml_collectio
 
 
 def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> dict:
-  """Distilled set vs a random real subset of the same size vs its decoded text."""
+  """Distilled set vs its own starting point, a random real subset of the same size, the real-data
+  ceiling and its decoded text."""
   mngr = checkpoint.manager(checkpoint_dir(cli_cfg.checkpoint), create=False)
   cfg = eval_config(cli_cfg, checkpoint.restore_config(mngr))
   exp = setup(cfg)
@@ -178,7 +179,8 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                 train_split=cfg.train_split or exp.spec.train_split, n_per_class=cfg.n_per_class,
                 num_examples=n_syn, inner_steps=cfg.inner_steps, init_kind=cfg.init.kind,
                 inner_optimizer=cfg.inner.optimizer, label_mode=cfg.synthetic.label_mode,
-                synthetic_kind=cfg.synthetic.kind, fixed_word_embeddings=cfg.init.fixed_word_embeddings,
+                synthetic_kind=cfg.synthetic.kind, superpose=cfg.synthetic.superpose,
+                fixed_word_embeddings=cfg.init.fixed_word_embeddings,
                 pooling=cfg.model.pooling,
                 outer_steps=int(ckpt["state"]["step"]), step_sizes=np.asarray(lrs).tolist(),
                 storage_floats=synthetic.num_learned_floats(learned["data"]))
@@ -190,6 +192,11 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
   tune, pool = exp.train.subset(np.sort(perm[:n_tune])), np.sort(perm[n_tune:])
   grid, tune_seeds = tuple(e.lr_grid), max(1, e.seeds // 2)
   if e.baselines:
+    # The set as it started (outer step 0, step sizes inner.lr): what distillation itself added.
+    _, start, start_static = distill.build_synthetic(exp)
+    result["initial_set"] = summary(run(data_arrays=syn.materialize(start["data"], start_static),
+                                        lrs=synthetic.step_sizes(start["lr"], spec.lr_param)))
+    logging.info("initial set: %.4f ± %.4f", result["initial_set"]["mean"], result["initial_set"]["std"])
     idx = pool[data.sample_per_class(exp.train.labels[pool], cfg.n_per_class, exp.num_classes, cfg.seed)]
     subset = real_subset(exp.train, idx, exp.num_classes)
     best_lr, scores = tune_constant_lr(exp.model, exp.init_fn, subset, spec, tune, grid, tune_seeds)

@@ -136,16 +136,38 @@ class Tokens:
   logit_scale: float = 10.0
 
   def init(self, ids: np.ndarray, masks: np.ndarray, labels: np.ndarray, vocab: np.ndarray) -> tuple[dict, dict]:
-    """`ids` [M, L] are the starting examples; their logits are a scaled one-hot over `vocab`."""
+    """`ids` [M, L] are the starting examples, or [M, k, L]: k real examples per synthetic one, superposed.
+
+    A position's starting distribution is the share p of each token among the
+    examples that have a real token there, as logits log(1 + p·(e^s − 1)) with
+    s = `logit_scale`: for one example, s on its token and 0 elsewhere. Why
+    superpose: from a random init the T inner steps learn in the word table, so
+    what the set can teach grows with the number of distinct rows it touches;
+    20 sentences touch too few (docs/diagnosis.md, finding 11).
+    """
     s = self.shape
-    chex.assert_shape(ids, (s.num_examples, s.seq_len))
+    ids, masks = np.asarray(ids), np.asarray(masks)
+    if ids.ndim == 2:
+      ids, masks = ids[:, None], masks[:, None]
+    chex.assert_shape(ids, (s.num_examples, None, s.seq_len))
+    chex.assert_equal_shape([ids, masks])
     pos = np.searchsorted(vocab, ids)
     if np.any(vocab[np.minimum(pos, len(vocab) - 1)] != ids):
       raise UserError("the initial examples have tokens outside the candidate vocabulary")
-    logits = self.logit_scale * jax.nn.one_hot(pos, len(vocab), dtype=jnp.float32)
-    params = {"logits": logits, **_init_label_params(s, labels)}
+    # Where none of the k examples has a token (padding everywhere), count the padding so every
+    # position has a distribution; the set's mask hides those positions anyway.
+    real = masks > 0
+    weight = np.where(real.any(1, keepdims=True), real, True).astype(np.float32)
+    counts = np.zeros((s.num_examples, s.seq_len, len(vocab)), np.float32)
+    m, _, l = np.indices(ids.shape)
+    np.add.at(counts, (m, l, pos), weight)
+    share = counts / counts.sum(-1, keepdims=True)
+    with np.errstate(divide="ignore"):  # log 0 = -inf is meant: logaddexp then gives exactly 0
+      sc = self.logit_scale
+      logits = (np.logaddexp(np.log(share) + np.log(-np.expm1(-sc)), -sc) + sc).astype(np.float32)
+    params = {"logits": jnp.asarray(logits), **_init_label_params(s, labels)}
     # The vocabulary repeats per example so that minibatch indexing keeps every key's leading axis M.
-    return params, {"labels": jnp.asarray(labels, jnp.int32), "mask": jnp.asarray(masks, jnp.int32),
+    return params, {"labels": jnp.asarray(labels, jnp.int32), "mask": jnp.asarray(real.any(1), jnp.int32),
                     "vocab": jnp.broadcast_to(jnp.asarray(vocab, jnp.int32), (s.num_examples, len(vocab)))}
 
   def materialize(self, params: dict, static: dict) -> dict:

@@ -1,6 +1,6 @@
 """Diagnosis of why bilevel distillation through BERT fails (issue: make it work).
 
-Three measurements, each written to results/diagnosis/<name>.json:
+Four measurements, each written to results/diagnosis/<name>.json:
 
 - `ceiling`: accuracy after T steps of the inner optimizer on REAL minibatches
   of 64 from the θ0 distribution, for T in --steps, momentum SGD and Adam; step
@@ -16,6 +16,13 @@ Three measurements, each written to results/diagnosis/<name>.json:
   Near 0, every sentence looks alike to the classifier and its gradient
   carries little about the text.
 
+- `coverage`: accuracy after the config's T inner steps (its optimizer) on
+  real subsets of n examples per class (minibatches of 64), and on the config's
+  n_per_class examples per class when each superposes k real examples of its
+  class (`synthetic.superpose`; whole set per step). Step sizes tuned on
+  held-out training rows. From a random init the steps learn in the word
+  table, so what a training set teaches grows with how many words it covers.
+
 Usage:
   python scripts/diagnose.py ceiling --config=configs/sst2.py --steps=10,100,300,1000
   python scripts/diagnose.py ceiling --config=configs/sst2.py --steps=1000 --tag=T1000
@@ -23,6 +30,8 @@ Usage:
       --freeze_word_table --optimizers=adam --steps=100,300 --tag=frozen_table
   python scripts/diagnose.py gradients --config=configs/sst2.py --samples=8
   python scripts/diagnose.py pooling --config=configs/sst2.py --samples=8
+  python scripts/diagnose.py coverage --config=configs/remedies.py:tiny_superpose --config.dataset=sst2 \
+      --per_class=10,100,1000,0 --superpose=1,10,100,300 --seeds=5
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from distill_jax import distill, evaluate, experiment, inner, modeling  # noqa: E402
+from distill_jax import data, distill, evaluate, experiment, inner, modeling, synthetic  # noqa: E402
 from distill_jax.models import bert  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Dataset config.", lock_config=False)
@@ -53,6 +62,8 @@ flags.DEFINE_integer("samples", 8, "θ0 samples for the gradient statistics.")
 flags.DEFINE_string("out", "results/diagnosis", "Output folder.")
 flags.DEFINE_bool("freeze_word_table", False, "Ceiling with the word-embedding table held at θ0, which is "
                   "all synthetic embeddings can do (they bypass it).")
+flags.DEFINE_list("per_class", ["10", "100", "1000", "0"], "coverage: real examples per class (0 = all).")
+flags.DEFINE_list("superpose", ["1", "10", "100", "300"], "coverage: real examples superposed per synthetic one.")
 flags.DEFINE_string("tag", "", "Suffix of the result file name, so extra runs (e.g. T=1000) add rows instead of replacing.")
 FLAGS = flags.FLAGS
 
@@ -75,6 +86,43 @@ def ceiling(cfg) -> dict:
       rows.append(r)
   return dict(dataset=exp.spec.name, init=cfg.init.to_dict(), model=cfg.model.to_dict(), rows=rows,
               word_table="frozen" if FLAGS.freeze_word_table else "trained")
+
+
+def coverage(cfg) -> dict:
+  exp = experiment.setup(cfg)
+  c = exp.num_classes
+  perm = np.random.default_rng(0).permutation(len(exp.train))
+  tune, pool = exp.train.subset(np.sort(perm[:1000])), exp.train.subset(np.sort(perm[1000:]))
+  opt = cfg.inner.optimizer
+  tx = inner.direction(opt, momentum=cfg.inner.momentum, eps=cfg.inner.adam_eps)
+  grid = tuple(float(x) for x in (FLAGS.sgd_grid if opt == "sgd" else FLAGS.adam_grid))
+
+  def score(arrays, batch_size):
+    spec = distill.InnerSpec(steps=cfg.inner_steps, batch_size=batch_size, tx=tx, lr_param="softplus", remat=False)
+    lr, scores = evaluate.tune_constant_lr(exp.model, exp.init_fn, arrays, spec, tune, grid, max(1, FLAGS.seeds // 2))
+    accs = evaluate.evaluate_set(exp.model, exp.init_fn, arrays, jnp.full((spec.steps,), lr), spec, exp.eval,
+                                 FLAGS.seeds)
+    return dict(evaluate.summary(accs), lr=lr, lr_scores=scores)
+
+  subsets, superposed = [], []
+  for n in (int(x) for x in FLAGS.per_class):
+    idx = np.arange(len(pool)) if n == 0 else data.sample_per_class(pool.labels, n, c, cfg.seed)
+    r = dict(score(evaluate.real_subset(pool, idx, c), 64), per_class=n, sentences=len(idx))
+    print(f"real subset, {n or 'all'} per class: {100 * r['mean']:.2f} ± {100 * r['std']:.2f}", flush=True)
+    subsets.append(r)
+  n = cfg.n_per_class
+  shape = synthetic.SetShape(n * c, cfg.max_len, exp.model.config.hidden_size, c, "hard")
+  for k in (int(x) for x in FLAGS.superpose):
+    idx = data.sample_per_class(pool.labels, n * k, c, cfg.seed)
+    ids = pool.input_ids[idx].reshape(n * c, k, -1)
+    vocab = synthetic.candidate_vocab(pool.input_ids, ids, max(cfg.synthetic.vocab_size, len(np.unique(ids))))
+    syn = synthetic.Tokens(shape, cfg.synthetic.token_logit_scale)
+    params, static = syn.init(ids, pool.attention_mask[idx].reshape(ids.shape), pool.labels[idx][::k], vocab)
+    r = dict(score(syn.materialize(params, static), 0), superpose=k, sentences=len(idx))
+    print(f"{n} per class, each superposing {k}: {100 * r['mean']:.2f} ± {100 * r['std']:.2f}", flush=True)
+    superposed.append(r)
+  return dict(dataset=exp.spec.name, init=cfg.init.to_dict(), model=cfg.model.to_dict(), inner_optimizer=opt,
+              inner_steps=cfg.inner_steps, n_per_class=n, subsets=subsets, superposed=superposed)
 
 
 def gradient_stats(cfg, variants: dict[str, dict]) -> dict:
@@ -131,8 +179,10 @@ def main(argv) -> None:
     })
   elif cmd == "pooling":
     result = pooling_stats(cfg)
+  elif cmd == "coverage":
+    result = coverage(cfg)
   else:
-    raise app.UsageError("first argument: ceiling | gradients | pooling")
+    raise app.UsageError("first argument: ceiling | gradients | pooling | coverage")
   result["command"] = "python scripts/diagnose.py " + " ".join(sys.argv[1:])
   model = cfg.model.size if not cfg.model.pretrained else "pretrained"
   path = os.path.join(FLAGS.out, f"{cmd}_{cfg.dataset}_{model}{'_' + FLAGS.tag if FLAGS.tag else ''}.json")

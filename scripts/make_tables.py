@@ -77,6 +77,11 @@ def pooling_note(pooling: str | None) -> str:
   return ", mean pooling" if pooling == "mean" else ""
 
 
+def superpose_note(k: int) -> str:
+  """Suffix for token sets whose examples each started as k superposed real examples (synthetic.superpose)."""
+  return f", each from {k} superposed real examples" if k > 1 else ""
+
+
 def describe_init(r: dict) -> str:
   """Model and θ0 distribution of a ceiling result, with what happens to the word-embedding table."""
   if r["model"].get("pretrained"):
@@ -121,13 +126,29 @@ def pooling_table() -> str:
   return with_commands(rows, runs, named=False)
 
 
+def coverage_table() -> str:
+  rows = ["| dataset | model / θ0 | inner optimizer, T | training set | sentences | accuracy | step size |",
+          "|---|---|---|---|---|---|---|"]
+  runs = load("diagnosis/coverage_*.json")
+  for name, r in runs.items():
+    head = f"| {r['dataset']} | {describe_init(r)} | {'Adam' if r['inner_optimizer'] == 'adam' else 'momentum SGD'}, {r['inner_steps']} |"
+    for row in r["subsets"]:
+      what = f"real, {row['per_class'] or 'all'} per class, minibatches of 64"
+      rows.append(f"{head} {what} | {row['sentences']:,} | {mean_std(row)} | {row['lr']:g} |")
+    for row in r["superposed"]:
+      what = (f"{r['n_per_class']} per class, each superposing {row['superpose']} real examples, whole set per step"
+              if row["superpose"] > 1 else f"real, {r['n_per_class']} per class, whole set per step")
+      rows.append(f"{head} {what} | {row['sentences']:,} | {mean_std(row)} | {row['lr']:g} |")
+  return with_commands(rows, runs, named=False)
+
+
 SET_KINDS = {"direct": "embeddings", "addressable": "addressable", "tokens": "token distributions"}
 
 
 def remedies_table() -> str:
-  rows = ["| run | dataset | n/class | T | inner opt | θ0 | set | outer steps | distilled | random real subset | "
-          "real-data ceiling (T steps, batch 64) | full data (Table 1) | distilled / full |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  rows = ["| run | dataset | n/class | T | inner opt | θ0 | set | outer steps | distilled | set before distillation | "
+          "random real subset | real-data ceiling (T steps, batch 64) | full data (Table 1) | distilled / full |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   runs = load("remedies/*.json")
   full = load("table1/*.json")
   for name, r in runs.items():
@@ -136,8 +157,8 @@ def remedies_table() -> str:
     f = f["best_eval_accuracy"] if f else None
     ratio = f"{100 * r['distilled']['mean'] / f:.0f}%" if f else "—"
     rows.append(f"| {name} | {r['dataset']} | {r['n_per_class']} | {r['inner_steps']} | {r.get('inner_optimizer', '?')} | "
-                f"{r['init_kind']}{pooling_note(r.get('pooling'))} | {SET_KINDS[r.get('synthetic_kind', 'direct')]} | {r['outer_steps']} | "
-                f"{mean_std(r['distilled'])} | {mean_std(r.get('random_subset'))} | "
+                f"{r['init_kind']}{pooling_note(r.get('pooling'))} | {SET_KINDS[r.get('synthetic_kind', 'direct')]}{superpose_note(r.get('superpose', 1))} | {r['outer_steps']} | "
+                f"{mean_std(r['distilled'])} | {mean_std(r.get('initial_set'))} | {mean_std(r.get('random_subset'))} | "
                 f"{mean_std(r.get('real_ceiling'))} | {pct(f) if f else '—'} | {ratio} |")
   return with_commands(rows, runs)
 
@@ -190,7 +211,7 @@ def benchmark_table() -> str:
 
 
 TABLES = {"table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
-          "pooling": pooling_table,
+          "pooling": pooling_table, "coverage": coverage_table,
           "remedies": remedies_table, "sensitivity": sensitivity_table,
           "addressable": addressable_table, "benchmark": benchmark_table}
 DOCS = ("README.md", "docs/diagnosis.md")

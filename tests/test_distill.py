@@ -73,11 +73,11 @@ def test_incompatible_checkpoint_is_refused(tmp_path):
     main.run(tiny_cli_config(tmp_path, **{"n_per_class": 3}), str(tmp_path / "run"))
 
 
-def test_evaluate_mode_reports_distilled_baseline_and_decoded(tmp_path):
+def test_evaluate_mode_reports_distilled_baselines_and_decoded(tmp_path):
   main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
   cfg = tiny_cli_config(tmp_path, mode="evaluate", checkpoint=str(tmp_path / "run"))
   r = main.run(cfg, str(tmp_path / "eval"))
-  for key in ("distilled", "random_subset", "decoded_cosine", "decoded_l2"):
+  for key in ("distilled", "initial_set", "random_subset", "decoded_cosine", "decoded_l2"):
     assert r[key]["n"] == 2 and 0.0 <= r[key]["mean"] <= 1.0, key
   assert len(r["decoded_cosine"]["texts"]) == r["num_examples"] == 4
   assert r["random_subset"]["lr"] in (0.01, 0.1)
@@ -140,3 +140,21 @@ def test_token_distributions_distil_resume_and_evaluate_with_decoding(tmp_path):
   with pytest.raises(UserError, match="written with synthetic.vocab_size=64"):
     main.run(tiny_cli_config(tmp_path, **{**over, "synthetic.vocab_size": 128, "outer.steps": 6}),
              str(tmp_path / "run"))
+
+
+def test_superposed_sets_start_from_real_examples_of_their_own_class(tmp_path):
+  cfg = tiny_cli_config(tmp_path, **{"synthetic.kind": "tokens", "synthetic.superpose": 3,
+                                     "synthetic.vocab_size": 256})
+  exp = experiment.setup(cfg)
+  _, learned, static = distill.build_synthetic(exp)
+  np.testing.assert_array_equal(static["labels"], [0, 0, 1, 1])
+  rows = distill.data.sample_per_class(exp.train.labels, 2 * 3, 2, cfg.seed).reshape(4, 3)
+  assert np.all(exp.train.labels[rows] == np.asarray(static["labels"])[:, None])
+  probs = np.asarray(jax.nn.softmax(learned["data"]["logits"], -1))
+  vocab = np.asarray(static["vocab"][0])
+  for m in range(4):  # at the first token after [CLS], each source's token holds about a third of the mass
+    first = exp.train.input_ids[rows[m], 1]
+    shares = np.array([probs[m, 1, np.searchsorted(vocab, t)] for t in np.unique(first)])
+    counts = np.array([np.sum(first == t) for t in np.unique(first)])
+    np.testing.assert_allclose(shares / shares.sum(), counts / 3, atol=1e-3)
+    assert shares.sum() > 0.98  # the rest spread over the other 250-odd candidates

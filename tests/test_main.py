@@ -51,6 +51,7 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
     (["--config.max_len=1000"], "exceeds the model's 512 position embeddings"),
     (["--config.inner_steps=0"], "inner_steps must be >= 1"),
     (["--config.model.pooling=max"], "model.pooling must be 'cls' or 'mean'"),
+    (["--config.synthetic.superpose=3"], "synthetic.superpose > 1 needs --config.synthetic.kind=tokens"),
     (["--config.data_dir=/nonexistent/data"], "DISTILL_JAX_DATA_DIR"),
     (["--config.train_split=nosplit"], "nosplit"),
     (["--config.n_per_class=1000", *TINY], "n_per_class"),

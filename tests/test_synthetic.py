@@ -103,3 +103,21 @@ def test_tokens_start_near_their_examples_and_materialize_distributions():
   with pytest.raises(UserError, match="outside the candidate vocabulary"):
     synthetic.Tokens(shape).init(np.array([[101, 6, 102]] * 2), np.ones((2, 3), np.int32),
                                  np.array([0, 1]), vocab)
+
+
+def test_superposed_tokens_start_as_each_positions_token_shares():
+  shape = synthetic.SetShape(2, 3, 8, 2, "hard")
+  vocab = np.array([0, 5, 7, 101, 102], np.int32)
+  ids = np.array([[[101, 5, 102], [101, 7, 0], [101, 7, 0]],  # example 0 superposes three sentences
+                  [[101, 7, 0], [101, 5, 0], [101, 0, 0]]])
+  params, static = synthetic.Tokens(shape, logit_scale=10.0).init(ids, (ids > 0).astype(np.int32),
+                                                                  np.array([0, 1]), vocab)
+  p = np.asarray(jax.nn.softmax(params["logits"], -1))
+  np.testing.assert_array_equal(static["mask"], [[1, 1, 1], [1, 1, 0]])  # a position is real if any source's is
+  # Position 1 of example 0 holds 5 once and 7 twice: logits log(1 + share·(e^10 − 1)).
+  np.testing.assert_allclose(p[0, 1, 2] / p[0, 1, 1], (1 + 2 / 3 * np.expm1(10)) / (1 + 1 / 3 * np.expm1(10)),
+                             rtol=1e-5)
+  assert p[0, 1, 1] + p[0, 1, 2] > 0.99
+  # Padding in some sources is not counted; only 102 is real at position 2 of example 0.
+  assert p[0, 2, 4] > 0.99
+  np.testing.assert_allclose(p[1, 1, 1], p[1, 1, 2], rtol=1e-6)  # 7 and 5 once each, the [PAD] of source 3 ignored
