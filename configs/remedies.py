@@ -67,6 +67,11 @@ def get_config(variant: str = "minilm"):
       # a position's mass (e^0 each against e^5.4 for a token with share 0.01); at 20, none.
       c.synthetic.token_logit_scale = 20.0
       c.inner.batch_size = 0
+      # The best Adam step size for such a set (scripts/diagnose.py coverage: 69.1% on held-out training
+      # rows at 3e-4, 58.0% at 3e-3); 3e-3 fits the 20 examples to a loss of 5e-4 and real text confidently.
+      c.inner.lr = 3e-4
+      c.outer.lr = 0.03
+      c.evaluate.lr_grid = (0.0003, 0.001, 0.003, 0.01, 0.03)  # baselines tuned down to the set's step size
   else:
     raise ValueError(f"unknown variant {variant!r}; use 'minilm', 'tiny_adam', 'tiny_tokens', 'tiny_mean_tokens' or 'tiny_superpose'")
   return c
