@@ -68,10 +68,15 @@ flags.DEFINE_string("tag", "", "Suffix of the result file name, so extra runs (e
 FLAGS = flags.FLAGS
 
 
+def tune_and_pool(exp) -> tuple:
+  """1,000 random training rows to tune step sizes on, and the rest to train on."""
+  perm = np.random.default_rng(0).permutation(len(exp.train))
+  return exp.train.subset(np.sort(perm[:1000])), exp.train.subset(np.sort(perm[1000:]))
+
+
 def ceiling(cfg) -> dict:
   exp = experiment.setup(cfg)
-  perm = np.random.default_rng(0).permutation(len(exp.train))
-  tune, pool = exp.train.subset(np.sort(perm[:1000])), exp.train.subset(np.sort(perm[1000:]))
+  tune, pool = tune_and_pool(exp)
   rows = []
   for opt in FLAGS.optimizers:
     grid = tuple(float(x) for x in (FLAGS.sgd_grid if opt == "sgd" else FLAGS.adam_grid))
@@ -91,8 +96,7 @@ def ceiling(cfg) -> dict:
 def coverage(cfg) -> dict:
   exp = experiment.setup(cfg)
   c = exp.num_classes
-  perm = np.random.default_rng(0).permutation(len(exp.train))
-  tune, pool = exp.train.subset(np.sort(perm[:1000])), exp.train.subset(np.sort(perm[1000:]))
+  tune, pool = tune_and_pool(exp)
   opt = cfg.inner.optimizer
   tx = inner.direction(opt, momentum=cfg.inner.momentum, eps=cfg.inner.adam_eps)
   grid = tuple(float(x) for x in (FLAGS.sgd_grid if opt == "sgd" else FLAGS.adam_grid))
