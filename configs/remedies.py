@@ -17,7 +17,10 @@
   distribution over 8,192 candidate tokens per position) and the whole set in
   every inner step: 30 Adam steps on 20 real sentences stay at chance, on the
   1,920 of the real-data ceiling reach 65%; superposition gives the set that
-  coverage (docs/diagnosis.md, finding 11).
+  coverage (docs/diagnosis.md, finding 11). Rotten Tomatoes needs
+  --config.synthetic.vocab_size=12288; AG News (1,470 examples in its
+  smallest class of test[:6000]) --config.synthetic.superpose=140
+  --config.synthetic.vocab_size=16384.
 Dataset via `--config.dataset=...` (max_len 64; pass --config.max_len for IMDB).
 """
 
