@@ -255,6 +255,17 @@ def _initial_embeddings(exp, idx: np.ndarray, shape: synthetic.SetShape) -> tupl
   raise UserError(f"unknown synthetic.init {cfg.synthetic.init!r}; use 'real' or 'random'")
 
 
+def token_set(syn: synthetic.Tokens, split: data.Split, n_per_class: int, k: int, seed: int,
+              vocab_size: int) -> tuple[dict, dict]:
+  """A token set's starting params and static arrays: n_per_class examples per class, each the
+  superposition of k real rows of `split` of its class (sampled class by class, so rows stay grouped)."""
+  c = syn.shape.num_classes
+  idx = data.sample_per_class(split.labels, n_per_class * k, c, seed)
+  ids = split.input_ids[idx].reshape(n_per_class * c, k, -1)
+  vocab = synthetic.candidate_vocab(split.input_ids, ids, vocab_size)
+  return syn.init(ids, split.attention_mask[idx].reshape(ids.shape), split.labels[idx][::k], vocab)
+
+
 def build_synthetic(exp) -> tuple[Any, dict, dict]:
   """The parametrisation, its initial learned params (data + raw step sizes) and static arrays."""
   cfg = exp.cfg
@@ -262,20 +273,14 @@ def build_synthetic(exp) -> tuple[Any, dict, dict]:
   shape = synthetic.SetShape(cfg.n_per_class * c, cfg.max_len, exp.model.config.hidden_size, c,
                              cfg.synthetic.label_mode)
   syn = synthetic.build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases, cfg.synthetic.token_logit_scale)
-  # k real examples start each synthetic one (superposed token sets; 1 otherwise), all of its
-  # class: the indices come class by class.
-  k = cfg.synthetic.superpose
-  idx = data.sample_per_class(exp.train.labels, cfg.n_per_class * k, c, cfg.seed)
-  labels = exp.train.labels[idx][::k]
   if cfg.synthetic.kind == "tokens":
     if cfg.synthetic.init != "real":
       raise UserError("synthetic.kind='tokens' starts from real examples; use --config.synthetic.init=real")
-    ids = exp.train.input_ids[idx].reshape(shape.num_examples, k, -1)
-    masks = exp.train.attention_mask[idx].reshape(ids.shape)
-    vocab = synthetic.candidate_vocab(exp.train.input_ids, ids, cfg.synthetic.vocab_size)
-    params, static = syn.init(ids, masks, labels, vocab)
+    params, static = token_set(syn, exp.train, cfg.n_per_class, cfg.synthetic.superpose, cfg.seed,
+                               cfg.synthetic.vocab_size)
   else:
-    params, static = syn.init(*_initial_embeddings(exp, idx, shape), labels)
+    idx = data.sample_per_class(exp.train.labels, cfg.n_per_class, c, cfg.seed)
+    params, static = syn.init(*_initial_embeddings(exp, idx, shape), exp.train.labels[idx])
   lr = synthetic.init_step_sizes(cfg.inner.lr, cfg.inner_steps, cfg.inner.lr_param)
   if cfg.inner.lr_groups != "global":  # [T, G]: only then is the parameter tree's shape needed
     groups = modeling.lr_groups(jax.eval_shape(exp.init_fn, jax.random.PRNGKey(0)), cfg.inner.lr_groups)

@@ -192,9 +192,10 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
   tune, pool = exp.train.subset(np.sort(perm[:n_tune])), np.sort(perm[n_tune:])
   grid, tune_seeds = tuple(e.lr_grid), max(1, e.seeds // 2)
   if e.baselines:
-    # The set as it started (outer step 0, step sizes inner.lr): what distillation itself added.
-    _, start, start_static = distill.build_synthetic(exp)
-    result["initial_set"] = summary(run(data_arrays=syn.materialize(start["data"], start_static),
+    # The set as it started (outer step 0, step sizes inner.lr; the restore template holds it): what
+    # distillation itself added.
+    start = template["state"]["learned"]
+    result["initial_set"] = summary(run(data_arrays=syn.materialize(start["data"], template["static"]),
                                         lrs=synthetic.step_sizes(start["lr"], spec.lr_param)))
     logging.info("initial set: %.4f ± %.4f", result["initial_set"]["mean"], result["initial_set"]["std"])
     idx = pool[data.sample_per_class(exp.train.labels[pool], cfg.n_per_class, exp.num_classes, cfg.seed)]

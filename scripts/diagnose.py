@@ -117,12 +117,9 @@ def coverage(cfg) -> dict:
   n = cfg.n_per_class
   shape = synthetic.SetShape(n * c, cfg.max_len, exp.model.config.hidden_size, c, "hard")
   for k in (int(x) for x in FLAGS.superpose):
-    idx = data.sample_per_class(pool.labels, n * k, c, cfg.seed)
-    ids = pool.input_ids[idx].reshape(n * c, k, -1)
-    vocab = synthetic.candidate_vocab(pool.input_ids, ids, max(cfg.synthetic.vocab_size, len(np.unique(ids))))
     syn = synthetic.Tokens(shape, cfg.synthetic.token_logit_scale)
-    params, static = syn.init(ids, pool.attention_mask[idx].reshape(ids.shape), pool.labels[idx][::k], vocab)
-    r = dict(score(syn.materialize(params, static), 0), superpose=k, sentences=len(idx))
+    params, static = distill.token_set(syn, pool, n, k, cfg.seed, cfg.synthetic.vocab_size)
+    r = dict(score(syn.materialize(params, static), 0), superpose=k, sentences=n * c * k)
     print(f"{n} per class, each superposing {k}: {100 * r['mean']:.2f} ± {100 * r['std']:.2f}", flush=True)
     superposed.append(r)
   return dict(dataset=exp.spec.name, init=cfg.init.to_dict(), model=cfg.model.to_dict(), inner_optimizer=opt,
