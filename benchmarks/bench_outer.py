@@ -346,17 +346,19 @@ def worker(job: dict) -> dict:
 def spawn(job: dict) -> dict:
   """Runs `job` in a fresh interpreter; its progress goes to our stderr, its result comes back as JSON."""
   cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(job)]
-  proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=worker_env())
+  proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
   lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_TAG)]
   if proc.returncode != 0 or not lines:
     raise RuntimeError(f"worker {job['kind']} failed (exit {proc.returncode}); stdout:\n{proc.stdout[-2000:]}")
   return json.loads(lines[-1][len(RESULT_TAG):])
 
 
-def worker_env() -> dict[str, str]:
-  """Our environment, with passive OpenMP waiting unless set: on a shared (loaded) CPU torch's spinning
-  threads otherwise wait on each other at every barrier (measured: 26 s vs 0.6 s per step at load 8 on 2 cores)."""
-  return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+def omp_wait_policy() -> str:
+  """As the workers inherit it. Unset (libgomp's default: spin, then sleep) is torch's fastest on a quiet
+  machine: PASSIVE took torch's M=20 step from 3.37 s to 5.99 s there; on a loaded CPU, though, spinning
+  threads wait on each other at every barrier (26 s vs 0.6 s per step at load 8 on 2 cores), so set
+  OMP_WAIT_POLICY=PASSIVE only when the machine is shared, and say so beside the numbers."""
+  return os.environ.get("OMP_WAIT_POLICY", "unset")
 
 
 def cpu_model() -> str:
@@ -497,7 +499,7 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
       f"{' '.join(f'{v:.2f}' for v in load)}",
       f"Versions: python {platform.python_version()}, {versions}",
       f"Threads: workers pinned to {args.cpus or len(os.sched_getaffinity(0))} CPU(s) (the frameworks' default thread "
-      f"counts follow); OMP_WAIT_POLICY={worker_env()['OMP_WAIT_POLICY']}",
+      f"counts follow); OMP_WAIT_POLICY={omp_wait_policy()}",
       f"Model: BERT-Tiny shape ({BERT_TINY['num_hidden_layers']} layers, hidden {BERT_TINY['hidden_size']}, "
       f"{BERT_TINY['num_attention_heads']} heads, intermediate {BERT_TINY['intermediate_size']}, vocab "
       f"{BERT_TINY['vocab_size']}), {NUM_CLASSES} classes, float32 (jax-bf16: the dense layers' matmuls take bfloat16 operands and accumulate in float32, `--config.model.matmul_dtype=bfloat16`; everything else float32); inner: whole synthetic set per step, momentum SGD, "
