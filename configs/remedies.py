@@ -20,7 +20,9 @@
   coverage (docs/diagnosis.md, finding 11). Rotten Tomatoes needs
   --config.synthetic.vocab_size=12288; AG News (1,470 examples in its
   smallest class of test[:6000]) --config.synthetic.superpose=140
-  --config.synthetic.vocab_size=16384.
+  --config.synthetic.vocab_size=16384; IMDB --config.max_len=128
+  --config.synthetic.vocab_size=20480 (18,474 distinct tokens in its 6,000
+  source reviews).
 Dataset via `--config.dataset=...` (max_len 64; pass --config.max_len for IMDB).
 """
 
