@@ -272,7 +272,8 @@ def build_synthetic(exp) -> tuple[Any, dict, dict]:
   c = exp.num_classes
   shape = synthetic.SetShape(cfg.n_per_class * c, cfg.max_len, exp.model.config.hidden_size, c,
                              cfg.synthetic.label_mode)
-  syn = synthetic.build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases, cfg.synthetic.token_logit_scale)
+  syn = synthetic.build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases, cfg.synthetic.token_logit_scale,
+                        cfg.synthetic.candidates_per_position)
   if cfg.synthetic.kind == "tokens":
     if cfg.synthetic.init != "real":
       raise UserError("synthetic.kind='tokens' starts from real examples; use --config.synthetic.init=real")

@@ -180,6 +180,7 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                 num_examples=n_syn, inner_steps=cfg.inner_steps, init_kind=cfg.init.kind,
                 inner_optimizer=cfg.inner.optimizer, label_mode=cfg.synthetic.label_mode,
                 synthetic_kind=cfg.synthetic.kind, superpose=cfg.synthetic.superpose,
+                candidates_per_position=cfg.synthetic.candidates_per_position,
                 fixed_word_embeddings=cfg.init.fixed_word_embeddings,
                 pooling=cfg.model.pooling,
                 outer_steps=int(ckpt["state"]["step"]), step_sizes=np.asarray(lrs).tolist(),

@@ -25,6 +25,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from distill_jax.errors import UserError
 
@@ -134,6 +135,11 @@ class Tokens:
   # 2,048 candidates; smaller values start each position spread over many words, so one position
   # trains many word-table rows from the first inner step.
   logit_scale: float = 10.0
+  # > 0: each position keeps only its K most likely candidates at the start (learned logits [M, L, K]
+  # instead of [M, L, V]). A superposed position holds at most k distinct tokens and the others start
+  # with ~e^-s of the mass, so K ≥ that count stores the same start in a fraction of the floats; the
+  # outer steps then reweight those tokens but cannot bring in new ones.
+  candidates_per_position: int = 0
 
   def init(self, ids: np.ndarray, masks: np.ndarray, labels: np.ndarray, vocab: np.ndarray) -> tuple[dict, dict]:
     """`ids` [M, L] are the starting examples, or [M, k, L]: k real examples per synthetic one, superposed.
@@ -165,13 +171,25 @@ class Tokens:
     with np.errstate(divide="ignore"):  # log 0 = -inf is meant: logaddexp then gives exactly 0
       sc = self.logit_scale
       logits = (np.logaddexp(np.log(share) + np.log(-np.expm1(-sc)), -sc) + sc).astype(np.float32)
-    params = {"logits": jnp.asarray(logits), **_init_label_params(s, labels)}
     # The vocabulary repeats per example so that minibatch indexing keeps every key's leading axis M.
-    return params, {"labels": jnp.asarray(labels, jnp.int32), "mask": jnp.asarray(real.any(1), jnp.int32),
-                    "vocab": jnp.broadcast_to(jnp.asarray(vocab, jnp.int32), (s.num_examples, len(vocab)))}
+    static = {"labels": jnp.asarray(labels, jnp.int32), "mask": jnp.asarray(real.any(1), jnp.int32),
+              "vocab": jnp.broadcast_to(jnp.asarray(vocab, jnp.int32), (s.num_examples, len(vocab)))}
+    if self.candidates_per_position:
+      keep = np.argsort(-logits, axis=-1, kind="stable")[..., :self.candidates_per_position]
+      dropped = np.take_along_axis(share, keep, -1).sum(-1) < 1.0 - 1e-6
+      if dropped.any():
+        logging.info("tokens: %d of %d positions hold more than %d candidates; their rarest are dropped",
+                     int(dropped.sum()), dropped.size, self.candidates_per_position)
+      logits, static["candidates"] = np.take_along_axis(logits, keep, -1), jnp.asarray(keep, jnp.int32)
+    return {"logits": jnp.asarray(logits), **_init_label_params(s, labels)}, static
 
   def materialize(self, params: dict, static: dict) -> dict:
-    return {"token_probs": jax.nn.softmax(params["logits"], axis=-1), "token_vocab": static["vocab"],
+    probs = jax.nn.softmax(params["logits"], axis=-1)
+    if "candidates" in static:  # back to [M, L, V], zero off each position's candidates
+      m, l, _ = jnp.indices(probs.shape, sparse=True)
+      probs = jnp.zeros(probs.shape[:2] + static["vocab"].shape[-1:], probs.dtype).at[
+          m, l, static["candidates"]].set(probs)
+    return {"token_probs": probs, "token_vocab": static["vocab"],
             "attention_mask": static["mask"],
             "targets": _targets(self.shape, static["labels"], params.get("labels"))}
 
@@ -181,9 +199,10 @@ def num_learned_floats(params: dict) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
 
 
-def build(kind: str, shape: SetShape, num_bases: int = 0, token_logit_scale: float = 10.0):
+def build(kind: str, shape: SetShape, num_bases: int = 0, token_logit_scale: float = 10.0,
+          candidates_per_position: int = 0):
   if kind == "tokens":
-    return Tokens(shape, token_logit_scale)
+    return Tokens(shape, token_logit_scale, candidates_per_position)
   if kind == "direct":
     return Direct(shape)
   if kind == "addressable":

@@ -77,9 +77,11 @@ def pooling_note(pooling: str | None) -> str:
   return ", mean pooling" if pooling == "mean" else ""
 
 
-def superpose_note(k: int) -> str:
-  """Suffix for token sets whose examples each started as k superposed real examples (synthetic.superpose)."""
-  return f", each from {k} superposed real examples" if k > 1 else ""
+def superpose_note(k: int, candidates: int = 0) -> str:
+  """Suffix for token sets whose examples each started as k superposed real examples (synthetic.superpose),
+  stored sparsely as `candidates` tokens per position (synthetic.candidates_per_position)."""
+  return (f", each from {k} superposed real examples" if k > 1 else "") + \
+      (f", {candidates} candidates per position" if candidates else "")
 
 
 def describe_init(r: dict) -> str:
@@ -146,9 +148,10 @@ SET_KINDS = {"direct": "embeddings", "addressable": "addressable", "tokens": "to
 
 
 def remedies_table() -> str:
-  rows = ["| run | dataset | n/class | T | inner opt | θ0 | set | outer steps | distilled | set before distillation | "
-          "random real subset | real-data ceiling (T steps, batch 64) | full data (Table 1) | distilled / full |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  rows = ["| run | dataset | n/class | T | inner opt | θ0 | set | learned floats | outer steps | distilled | "
+          "set before distillation | random real subset | real-data ceiling (T steps, batch 64) | full data (Table 1) | "
+          "distilled / full |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   runs = load("remedies/*.json")
   full = load("table1/*.json")
   for name, r in runs.items():
@@ -157,7 +160,8 @@ def remedies_table() -> str:
     f = f["best_eval_accuracy"] if f else None
     ratio = f"{100 * r['distilled']['mean'] / f:.0f}%" if f else "—"
     rows.append(f"| {name} | {r['dataset']} | {r['n_per_class']} | {r['inner_steps']} | {r.get('inner_optimizer', '?')} | "
-                f"{r['init_kind']}{pooling_note(r.get('pooling'))} | {SET_KINDS[r.get('synthetic_kind', 'direct')]}{superpose_note(r.get('superpose', 1))} | {r['outer_steps']} | "
+                f"{r['init_kind']}{pooling_note(r.get('pooling'))} | {SET_KINDS[r.get('synthetic_kind', 'direct')]}{superpose_note(r.get('superpose', 1), r.get('candidates_per_position', 0))} | "
+                f"{r['storage_floats']:,} | {r['outer_steps']} | "
                 f"{mean_std(r['distilled'])} | {mean_std(r.get('initial_set'))} | {mean_std(r.get('random_subset'))} | "
                 f"{mean_std(r.get('real_ceiling'))} | {pct(f) if f else '—'} | {ratio} |")
   return with_commands(rows, runs)

@@ -158,3 +158,16 @@ def test_superposed_sets_start_from_real_examples_of_their_own_class(tmp_path):
     counts = np.array([np.sum(first == t) for t in np.unique(first)])
     np.testing.assert_allclose(shares / shares.sum(), counts / 3, atol=1e-3)
     assert shares.sum() > 0.98  # the rest spread over the other 250-odd candidates
+
+
+def test_sparse_superposed_sets_distil_and_evaluate_from_their_candidates(tmp_path):
+  over = {"synthetic.kind": "tokens", "synthetic.superpose": 3, "synthetic.vocab_size": 256,
+          "synthetic.candidates_per_position": 3, "init.fixed_word_embeddings": True, "outer.lr": 0.1}
+  main.run(tiny_cli_config(tmp_path, **over), str(tmp_path / "run"))
+  learned = _learned(str(tmp_path / "run"), **over)
+  start = distill.build_synthetic(experiment.setup(tiny_cli_config(tmp_path, **over)))[1]["data"]["logits"]
+  logits = learned["state"]["learned"]["data"]["logits"]
+  assert logits.shape == (4, 16, 3) and np.abs(np.asarray(logits) - np.asarray(start)).max() > 0
+  r = main.run(tiny_cli_config(tmp_path, mode="evaluate", checkpoint=str(tmp_path / "run"), **over),
+               str(tmp_path / "eval"))
+  assert r["storage_floats"] == 4 * 16 * 3 and r["distilled"]["n"] == 2 and r["outer_steps"] == 4

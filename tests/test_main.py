@@ -52,6 +52,8 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
     (["--config.inner_steps=0"], "inner_steps must be >= 1"),
     (["--config.model.pooling=max"], "model.pooling must be 'cls' or 'mean'"),
     (["--config.synthetic.superpose=3"], "synthetic.superpose > 1 needs --config.synthetic.kind=tokens"),
+    (["--config.synthetic.candidates_per_position=8"], "candidates_per_position > 0 needs --config.synthetic.kind=tokens"),
+    (["--config.synthetic.candidates_per_position=-1"], "candidates_per_position must be in [0, synthetic.vocab_size]"),
     (["--config.data_dir=/nonexistent/data"], "DISTILL_JAX_DATA_DIR"),
     (["--config.train_split=nosplit"], "nosplit"),
     (["--config.n_per_class=1000", *TINY], "n_per_class"),

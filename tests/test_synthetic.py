@@ -121,3 +121,36 @@ def test_superposed_tokens_start_as_each_positions_token_shares():
   # Padding in some sources is not counted; only 102 is real at position 2 of example 0.
   assert p[0, 2, 4] > 0.99
   np.testing.assert_allclose(p[1, 1, 1], p[1, 1, 2], rtol=1e-6)  # 7 and 5 once each, the [PAD] of source 3 ignored
+
+
+def test_sparse_token_sets_store_each_positions_candidates_and_materialize_the_same_start():
+  shape = synthetic.SetShape(2, 3, 8, 2, "hard")
+  vocab = np.array([0, 5, 7, 101, 102], np.int32)
+  ids = np.array([[[101, 5, 102], [101, 7, 0], [101, 7, 0]],
+                  [[101, 7, 0], [101, 5, 0], [101, 0, 0]]])
+  args = (ids, (ids > 0).astype(np.int32), np.array([0, 1]), vocab)
+  dense_params, dense_static = synthetic.Tokens(shape, 20.0).init(*args)
+  sparse = synthetic.Tokens(shape, 20.0, candidates_per_position=2)
+  params, static = sparse.init(*args)
+  assert params["logits"].shape == (2, 3, 2) and static["candidates"].shape == (2, 3, 2)
+  assert synthetic.num_learned_floats(params) == 12  # against 30 for the dense logits
+  # Every position holds at most 2 distinct tokens, so the start is the dense one up to its e^-20 tail.
+  dense, out = (s.materialize(p, st)["token_probs"] for s, p, st in
+                ((synthetic.Tokens(shape, 20.0), dense_params, dense_static), (sparse, params, static)))
+  np.testing.assert_allclose(out, dense, atol=1e-7)
+  assert np.all(np.asarray(out)[0, 1, [0, 3, 4]] == 0.0)  # off-candidate tokens hold exactly nothing
+  # The outer gradient reaches the stored logits through the scatter back to [M, L, V].
+  g = jax.grad(lambda lg: sparse.materialize({**params, "logits": lg}, static)["token_probs"][0, 1, 2])(
+      params["logits"])
+  assert np.abs(np.asarray(g[0, 1])).sum() > 0 and np.all(np.asarray(g[1]) == 0)
+
+
+def test_sparse_token_sets_keep_each_positions_most_frequent_tokens():
+  shape = synthetic.SetShape(1, 2, 8, 2, "hard")
+  vocab = np.array([5, 6, 7, 101], np.int32)
+  ids = np.array([[[101, 5], [101, 7], [101, 7], [101, 6], [101, 7], [101, 6]]])  # position 1: 7 ×3, 6 ×2, 5 ×1
+  params, static = synthetic.Tokens(shape, 20.0, candidates_per_position=2).init(
+      ids, np.ones_like(ids), np.array([0]), vocab)
+  assert set(np.asarray(vocab[static["candidates"][0, 1]]).tolist()) == {6, 7}
+  p = np.asarray(synthetic.Tokens(shape, 20.0, 2).materialize(params, static)["token_probs"])[0, 1]
+  np.testing.assert_allclose(p[[1, 2]], [0.4, 0.6], rtol=1e-5)  # the kept shares, renormalised
