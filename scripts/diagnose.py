@@ -116,8 +116,10 @@ def coverage(cfg) -> dict:
     subsets.append(r)
   n = cfg.n_per_class
   shape = synthetic.SetShape(n * c, cfg.max_len, exp.model.config.hidden_size, c, "hard")
+  # As build_synthetic stores the set (candidates_per_position included), hard labels.
+  syn = synthetic.build("tokens", shape, token_logit_scale=cfg.synthetic.token_logit_scale,
+                        candidates_per_position=cfg.synthetic.candidates_per_position)
   for k in (int(x) for x in FLAGS.superpose):
-    syn = synthetic.Tokens(shape, cfg.synthetic.token_logit_scale)
     params, static = distill.token_set(syn, pool, n, k, cfg.seed, cfg.synthetic.vocab_size)
     r = dict(score(syn.materialize(params, static), 0), superpose=k, sentences=n * c * k)
     print(f"{n} per class, each superposing {k}: {100 * r['mean']:.2f} ± {100 * r['std']:.2f}", flush=True)
