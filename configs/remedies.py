@@ -18,11 +18,11 @@
   every inner step: 30 Adam steps on 20 real sentences stay at chance, on the
   1,920 of the real-data ceiling reach 65%; superposition gives the set that
   coverage (docs/diagnosis.md, finding 11). Rotten Tomatoes needs
-  --config.synthetic.vocab_size=12288; AG News (1,470 examples in its
-  smallest class of test[:6000]) --config.synthetic.superpose=140
+  --config.synthetic.vocab_size=12288; AG News (10 × 300 exceeds its
+  smallest class in test[:6000]) --config.synthetic.superpose=140
   --config.synthetic.vocab_size=16384; IMDB --config.max_len=128
-  --config.synthetic.vocab_size=20480 (18,474 distinct tokens in its 6,000
-  source reviews).
+  --config.synthetic.vocab_size=20480 (a smaller vocabulary stops with an
+  error naming the distinct tokens of the source reviews).
 Dataset via `--config.dataset=...` (max_len 64; pass --config.max_len for IMDB).
 """
 
