@@ -372,6 +372,18 @@ def cpu_model() -> str:
   return platform.processor() or "unknown"
 
 
+def cpu_isa() -> str:
+  """The vector/matrix extensions XLA and torch pick kernels by: hosts named just "AMD EPYC" here measured a JAX
+  float32 matmul peak of 184 GFLOP/s on one day and 374 on another."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
+  except OSError:
+    return "flags unknown"
+  known = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+  return "flags: " + (", ".join(k for k in known if k in flags) or "none of " + ", ".join(known))
+
+
 def git_commit() -> str:
   try:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -401,6 +413,13 @@ def measure_peak(frameworks: list[str], n: int, cpus: int) -> dict[str, float]:
   return peaks
 
 
+def pool(first: dict, later: dict) -> dict:
+  """One framework's rounds as one measurement: all timed steps, the median over them, the largest peak RSS."""
+  times = first["times"] + later["times"]
+  return dict(first, times=times, median_s=statistics.median(times), last_loss=later["last_loss"],
+              peak_rss_mib=max(first["peak_rss_mib"], later["peak_rss_mib"]))
+
+
 def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
   """The main table (one row per framework and config) and the JAX/torch ratio table."""
   common = dict(repeats=args.repeats, seed=args.seed, remat=not args.no_remat, remat_policy=args.remat_policy,
@@ -409,13 +428,18 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
   for name in args.configs:
     bc = CONFIGS[name]
     res = {}
-    for fw in args.frameworks:
-      log(f"[{name}] {fw} ...")
-      job = dict(kind=fw, config=dataclasses.asdict(bc), flops=not args.no_flops, **common)
-      r = spawn(job)
-      if fw in JAX_VARIANTS and not args.no_flops:
-        r.update(spawn(dict(job, kind="jax-flops", variant=fw)))
-      res[fw] = r
+    for rnd in range(args.rounds):  # frameworks interleaved, so a drifting machine slows each alike
+      for fw in args.frameworks:
+        log(f"[{name}] {fw} round {rnd + 1}/{args.rounds} ...")
+        count = not args.no_flops and rnd == 0
+        job = dict(kind=fw, config=dataclasses.asdict(bc), flops=count, **common)
+        r = spawn(job)
+        if fw in JAX_VARIANTS and count:
+          r.update(spawn(dict(job, kind="jax-flops", variant=fw)))
+        res[fw] = pool(res[fw], r) if fw in res else r
+        log(f"[{name}] {fw}: {r['median_s']:.3f} s/step this round, peak RSS {r['peak_rss_mib']:.0f} MiB"
+            + (f", flops fit rel. err {r['fit_rel_err']:.1e}" if "fit_rel_err" in r else ""))
+    for fw, r in res.items():
       rate = r["flops"] / r["median_s"] if "flops" in r else None
       rows.append([bc.shape, fw, f"{r['median_s']:.3f}", f"{min(r['times']):.3f}–{max(r['times']):.3f}",
                    fmt(r.get("compile_s"), ".1f"), f"{r['first_s']:.2f}", f"{r['peak_rss_mib']:.0f}",
@@ -423,8 +447,6 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
                    fmt(r.get("fit_rel_err"), ".1e"), fmt(rate and rate / 1e9, ".2f"),
                    fmt(rate and 100 * rate / peak, ".1f"),
                    f"{r['first_loss']:.4f}→{r['last_loss']:.4f}"])
-      log(f"[{name}] {fw}: {r['median_s']:.3f} s/step, peak RSS {r['peak_rss_mib']:.0f} MiB"
-          + (f", flops fit rel. err {r['fit_rel_err']:.1e}" if "fit_rel_err" in r else ""))
     if "jax-bf16" in res and "jax" in res:
       agreement = spawn(dict(common, kind="jax-agreement", config=dataclasses.asdict(bc)))
       res["jax"].update({k: v for k, v in agreement.items() if k.endswith("_ulp")})
@@ -495,7 +517,7 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
   lines = [
       f"Command: `{shlex.join([os.path.basename(sys.executable)] + sys.argv)}`",
       f"Date: {started.isoformat(timespec='seconds')}; code: git {git_commit()}",
-      f"CPU: {cpu_model()} × {os.cpu_count()} logical cores; load average at start "
+      f"CPU: {cpu_model()} × {os.cpu_count()} logical cores ({cpu_isa()}); load average at start "
       f"{' '.join(f'{v:.2f}' for v in load)}",
       f"Versions: python {platform.python_version()}, {versions}",
       f"Threads: workers pinned to {args.cpus or len(os.sched_getaffinity(0))} CPU(s) (the frameworks' default thread "
@@ -505,8 +527,9 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
       f"{BERT_TINY['vocab_size']}), {NUM_CLASSES} classes, float32 (jax-bf16: the dense layers' matmuls take bfloat16 operands and accumulate in float32, `--config.model.matmul_dtype=bfloat16`; everything else float32); inner: whole synthetic set per step, momentum SGD, "
       f"softplus step sizes; JAX remat {remat}; fresh random θ0 every outer step; real batch sampled from "
       f"{REAL_ROWS} random padded rows; outer update: clip + Adam on x and the raw step sizes.",
-      f"Timing: median of {args.repeats} timed steps after 1 warm-up step; each (framework, config) in a fresh "
-      "process, so peak RSS = that process's ru_maxrss (imports and, for JAX, compilation included); XLA temp = "
+      f"Timing: median of {args.repeats * args.rounds} timed steps ({args.rounds} round(s) of {args.repeats}, "
+      "frameworks interleaved round by round, each after 1 warm-up step; warm-up and compile columns: round 1); "
+      "each (framework, config, round) in a fresh process, so peak RSS = that process's ru_maxrss (imports and, for JAX, compilation included); XLA temp = "
       "compiled memory_analysis() temp buffers."]
   if peaks:
     lines += [f"Float32 matmul peak (best of 5, {args.peak_n}² × {args.peak_n}²): "
@@ -523,6 +546,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
   p.add_argument("--frameworks", type=csv, default=["jax", "jax-bf16", "torch"],
                  help="subset of jax,jax-bf16,torch (jax-bf16: model.matmul_dtype=bfloat16)")
   p.add_argument("--repeats", type=int, default=5, help="timed steps after the warm-up (median reported)")
+  p.add_argument("--rounds", type=int, default=1,
+                 help="run every framework this many times per config, interleaved; the median pools all timed steps")
   p.add_argument("--out", default="", help="also write the markdown report here (e.g. benchmarks/results/x.md)")
   p.add_argument("--sweep-T", action="store_true", help="JAX peak memory vs T for M=20, L=64, real 128×128")
   p.add_argument("--sweep-ts", type=lambda s: [int(x) for x in csv(s)], default=[10, 30, 100, 300],
@@ -539,6 +564,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
   p.add_argument("--worker", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   bad = [c for c in args.configs if c not in CONFIGS] + [f for f in args.frameworks if f not in (*JAX_VARIANTS, "torch")]
+  if args.rounds < 1 or args.repeats < 1:
+    p.error("--rounds and --repeats must be at least 1")
   if bad:
     p.error(f"unknown config/framework {bad}; configs: {list(CONFIGS)}, frameworks: jax, jax-bf16, torch")
   return args

@@ -1,6 +1,8 @@
-"""The benchmark's meta-gradient agreement job compares what it says it compares."""
+"""The benchmark's meta-gradient agreement job compares what it says it compares; its rounds pool honestly."""
 
 from __future__ import annotations
+
+import pytest
 
 from benchmarks import bench_outer
 
@@ -13,3 +15,16 @@ def test_agreement_separates_conditioning_from_bf16_rounding():
   assert r["cos_x_ulp"] > 0.99999 and 0 < r["rel_err_x_ulp"] < 1e-4
   assert r["cos_x"] > 0.99 and r["rel_err_x_ulp"] < r["rel_err_x"] < 0.1
   assert r["cos_lr"] > 0.99 and r["cos_lr_ulp"] > 0.99999
+
+
+def test_rounds_pool_every_timed_step_and_keep_the_largest_peak():
+  a = dict(times=[3.0, 1.0], median_s=2.0, first_s=9.0, first_loss=0.7, last_loss=0.6, peak_rss_mib=100.0)
+  b = dict(times=[5.0, 4.0], median_s=4.5, first_s=8.0, first_loss=0.5, last_loss=0.4, peak_rss_mib=90.0)
+  r = bench_outer.pool(a, b)
+  assert r["times"] == [3.0, 1.0, 5.0, 4.0] and r["median_s"] == 3.5  # the median of all four, not of the medians
+  assert r["first_s"] == 9.0 and r["first_loss"] == 0.7 and r["last_loss"] == 0.4 and r["peak_rss_mib"] == 100.0
+
+
+def test_rounds_must_be_positive():
+  with pytest.raises(SystemExit):
+    bench_outer.parse_args(["--rounds", "0"])

@@ -42,6 +42,12 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   result = json.load(open(tmp_path / "e" / "result_evaluate.json"))
   assert result["outer_steps"] == 3 and result["distilled"]["n"] == 2
+  # The Orbax checkpoint alone reproduces the reported accuracies in a fresh process.
+  r = cli(tmp_path, f"--workdir={tmp_path}/again", "--config.mode=evaluate", f"--config.checkpoint={tmp_path}/d",
+          "--config.evaluate.seeds=2", "--config.evaluate.baselines=False", "--config.evaluate.decode=False", *TINY)
+  assert r.returncode == 0, r.stderr[-2000:]
+  again = json.load(open(tmp_path / "again" / "result_evaluate.json"))
+  assert again["distilled"]["accs"] == result["distilled"]["accs"]
 
 
 @pytest.mark.parametrize("args,message", [
