@@ -6,6 +6,7 @@ is the whole cost of distillation, and its memory must not grow linearly in T
 (`ru_maxrss`) is its own; the parent only orchestrates and prints.
 
   python benchmarks/bench_outer.py                                # all configs, JAX and torch
+  python benchmarks/bench_outer.py --rounds 3 --repeats 3         # the same, interleaved (results/outer.md)
   python benchmarks/bench_outer.py --configs M4-L32-T10 --repeats 2
   python benchmarks/bench_outer.py --sweep-T --out benchmarks/results/sweep.md
 
@@ -529,8 +530,8 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
       f"{REAL_ROWS} random padded rows; outer update: clip + Adam on x and the raw step sizes.",
       f"Timing: median of {args.repeats * args.rounds} timed steps ({args.rounds} round(s) of {args.repeats}, "
       "frameworks interleaved round by round, each after 1 warm-up step; warm-up and compile columns: round 1); "
-      "each (framework, config, round) in a fresh process, so peak RSS = that process's ru_maxrss (imports and, for JAX, compilation included); XLA temp = "
-      "compiled memory_analysis() temp buffers."]
+      "each (framework, config, round) in a fresh process, so peak RSS = that process's ru_maxrss (imports and, "
+      "for JAX, compilation included); XLA temp = compiled memory_analysis() temp buffers."]
   if peaks:
     lines += [f"Float32 matmul peak (best of 5, {args.peak_n}² × {args.peak_n}²): "
               + ", ".join(f"{fw} {p / 1e9:.1f} GFLOP/s" for fw, p in peaks.items())
