@@ -76,6 +76,10 @@ def get_config(variant: str = "minilm"):
       # rows at 3e-4, 58.0% at 3e-3); 3e-3 fits the 20 examples to a loss of 5e-4 and real text confidently.
       c.inner.lr = 3e-4
       c.outer.lr = 0.03
+      # SST-2, 10 per class: 67.68% after 60 outer steps, 71.19% after 150 (start 66.56%), still
+      # rising (periodic checks 0.656, 0.685, 0.694 at 50, 100, 150).
+      c.outer.steps = 150
+      c.outer.eval_every = 50
       c.evaluate.lr_grid = (0.0003, 0.001, 0.003, 0.01, 0.03)  # baselines tuned down to the set's step size
   else:
     raise ValueError(f"unknown variant {variant!r}; use 'minilm', 'tiny_adam', 'tiny_tokens', 'tiny_mean_tokens' or 'tiny_superpose'")
