@@ -362,27 +362,27 @@ def omp_wait_policy() -> str:
   return os.environ.get("OMP_WAIT_POLICY", "unset")
 
 
-def cpu_model() -> str:
+def cpuinfo(field: str) -> Optional[str]:
+  """The first /proc/cpuinfo line named `field` (its value), or None off Linux."""
   try:
     with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
+      return next((l.split(":", 1)[1].strip() for l in f if l.startswith(field)), None)
   except OSError:
-    pass
-  return platform.processor() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+  return cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def cpu_isa() -> str:
   """The vector/matrix extensions XLA and torch pick kernels by: hosts named just "AMD EPYC" here measured a JAX
   float32 matmul peak of 184 GFLOP/s on one day and 374 on another."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
-  except OSError:
+  flags = cpuinfo("flags")
+  if flags is None:
     return "flags unknown"
   known = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
-  return "flags: " + (", ".join(k for k in known if k in flags) or "none of " + ", ".join(known))
+  return "flags: " + (", ".join(k for k in known if k in flags.split()) or "none of " + ", ".join(known))
 
 
 def git_commit() -> str:
