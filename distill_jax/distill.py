@@ -33,7 +33,7 @@ class InnerSpec:
   tx: Any  # optax direction (momentum trace or Adam moments)
   lr_param: str
   remat: bool = True
-  remat_policy: str = "nothing_saveable"
+  remat_policy: str = inner.FORWARD_OVER_REVERSE
   scan_unroll: int = 1
   backprop_steps: int = 0  # truncated BPTT: meta-gradient through the last k steps only (0 = all)
   random_window: bool = False  # RaT-BPTT: those k steps end at a random step in [k, T]
@@ -90,8 +90,7 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
     # The whole set each step needs no gather, whose transpose is a scatter-add per step.
     batch = data if idx is None else jax.tree_util.tree_map(lambda a: a[idx], data)
     p, batch = _embed_tokens(p, batch)
-    loss, _ = modeling.loss_and_accuracy(model, modeling.merge(p, frozen), batch)
-    return loss, loss
+    return modeling.loss_and_accuracy(model, modeling.merge(p, frozen), batch)[0]
 
   run = functools.partial(inner.unroll, loss_fn, tx=spec.tx, remat=spec.remat,
                           remat_policy=spec.remat_policy, scan_unroll=spec.scan_unroll, lr_index=lr_index)

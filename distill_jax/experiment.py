@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from distill_jax import data, modeling
+from distill_jax import data, inner, modeling
 from distill_jax.errors import UserError
 from distill_jax.models import bert
 
@@ -68,6 +68,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       (0.0 <= cfg.model.dropout < 1.0, "model.dropout must be in [0, 1)"),
       (cfg.model.dtype in ("float32", "bfloat16", "float64"), "model.dtype must be float32, bfloat16 or float64"),
       (cfg.model.matmul_dtype in ("model", "bfloat16"), "model.matmul_dtype must be 'model' or 'bfloat16'"),
+      (cfg.inner.remat_policy in (*inner.REMAT_POLICIES, inner.FORWARD_OVER_REVERSE),
+       f"inner.remat_policy must be one of {sorted([*inner.REMAT_POLICIES, inner.FORWARD_OVER_REVERSE])}"),
+      (not (cfg.inner.remat and cfg.inner.remat_policy == inner.FORWARD_OVER_REVERSE
+            and cfg.model.matmul_dtype == "bfloat16"),
+       "model.matmul_dtype=bfloat16 (a custom-VJP matmul, which forward mode cannot differentiate) needs a "
+       "reverse-over-reverse remat policy: add --config.inner.remat_policy=nothing_saveable"),
       (cfg.model.pooling in bert.POOLINGS, "model.pooling must be 'cls' or 'mean'"),
       (cfg.synthetic.token_logit_scale >= 0, "synthetic.token_logit_scale must be >= 0"),
       (cfg.synthetic.superpose >= 1, "synthetic.superpose must be >= 1 (real examples per synthetic one)"),

@@ -14,19 +14,27 @@ from typing import Any, Callable, Optional
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from distill_jax.errors import UserError
 
 Params = Any
-LossFn = Callable[[Params, Any], tuple[jax.Array, jax.Array]]
+LossFn = Callable[[Params, Any], jax.Array]
 
+# Saved-residual policies of `jax.checkpoint`: the backward pass recomputes each
+# step and differentiates its gradient again (reverse-over-reverse).
 REMAT_POLICIES: dict[str, Optional[Callable]] = {
     "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "everything_saveable": jax.checkpoint_policies.everything_saveable,
 }
+# Saves what "nothing_saveable" saves (each step's inputs), but the backward pass
+# recomputes a step as a linearisation of its gradient (forward-over-reverse) and
+# applies it once: the recompute is the primal of that product, not a pass of its
+# own (`_forward_over_reverse`).
+FORWARD_OVER_REVERSE = "forward_over_reverse"
 
 
 def direction(kind: str, momentum: float = 0.9, b1: float = 0.9, b2: float = 0.999,
@@ -46,7 +54,7 @@ def direction(kind: str, momentum: float = 0.9, b1: float = 0.9, b2: float = 0.9
 
 def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
            tx: optax.GradientTransformation, opt_state: Any = None, *,
-           remat: bool = True, remat_policy: str = "nothing_saveable",
+           remat: bool = True, remat_policy: str = FORWARD_OVER_REVERSE,
            scan_unroll: int = 1, cut: Optional[jax.Array] = None,
            lr_index: Optional[Params] = None) -> tuple[Params, Any, jax.Array]:
   """Runs `len(lrs)` steps; step t sees `xs[t]` and step size `lrs[t]`.
@@ -54,7 +62,7 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
   `lrs` is [T], or [T, G] with `lr_index` (a params-shaped pytree of ints)
   naming each leaf's column: per-group step sizes.
 
-  `loss_fn(params, x_t) -> (loss, aux)` builds its own batch from `x_t`
+  `loss_fn(params, x_t) -> loss` builds its own batch from `x_t`
   (indices into a synthetic set, a real batch, a dropout key...), so one loop
   serves every data source. Returns final params, optimizer state and the
   per-step losses. `cut[t]` (bool, traced) stops the gradient through the carry
@@ -65,7 +73,17 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
   chex.assert_tree_shape_prefix(xs, (lrs.shape[0],))
   if opt_state is None:
     opt_state = tx.init(params)
-  grad_fn = jax.grad(loss_fn, has_aux=True)
+  grad_fn = jax.value_and_grad(loss_fn)
+
+  forward_over_reverse = remat and remat_policy == FORWARD_OVER_REVERSE
+  if remat and not forward_over_reverse and remat_policy not in REMAT_POLICIES:
+    raise UserError(f"unknown remat_policy {remat_policy!r}; use one of "
+                    f"{sorted([*REMAT_POLICIES, FORWARD_OVER_REVERSE])}")
+
+  def update(p, s, lr, x_t):
+    loss, g = grad_fn(p, x_t)
+    d, s = tx.update(g, s, p)
+    return _descend(p, d, lr), s, loss
 
   def step(carry, inp):
     p, s = carry
@@ -75,17 +93,96 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
       p, s = jax.tree_util.tree_map(
           lambda a: a if not jnp.issubdtype(a.dtype, jnp.inexact)
           else jax.lax.stop_gradient(a) + keep.astype(a.dtype) * (a - jax.lax.stop_gradient(a)), (p, s))
-    g, loss = grad_fn(p, x_t)
-    d, s = tx.update(g, s, p)
     lr = jax.tree_util.tree_map(lambda _: lr_t, p) if lr_index is None else \
         jax.tree_util.tree_map(lambda i: lr_t[i], lr_index)
-    p = jax.tree_util.tree_map(lambda a, b, c: a - (c * b).astype(a.dtype), p, d, lr)
+    if forward_over_reverse:
+      p, s, loss = _forward_over_reverse(loss_fn, tx, p, s, lr, x_t)
+    else:
+      p, s, loss = update(p, s, lr, x_t)
     return (p, s), loss
 
-  if remat:
-    if remat_policy not in REMAT_POLICIES:
-      raise UserError(f"unknown remat_policy {remat_policy!r}; use one of {sorted(REMAT_POLICIES)}")
+  if remat and not forward_over_reverse:
     step = jax.checkpoint(step, policy=REMAT_POLICIES[remat_policy])
   (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (xs, lrs, cut),
                                              unroll=scan_unroll)
   return params, opt_state, losses
+
+
+def _descend(p: Params, d: Params, lr: Params) -> Params:
+  return jax.tree_util.tree_map(lambda a, b, c: a - (c * b).astype(a.dtype), p, d, lr)
+
+
+def _inexact(a: Any) -> bool:
+  return jnp.issubdtype(jnp.result_type(a), jnp.inexact)
+
+
+def _zero_cotangent(a: Any) -> Any:
+  """The cotangent of a value nothing flows back to (float0 for ints and keys)."""
+  if _inexact(a):
+    return jnp.zeros_like(a)
+  return np.zeros(jnp.shape(a), jax.dtypes.float0)
+
+
+def _forward_over_reverse(loss_fn: LossFn, tx: optax.GradientTransformation, p: Params, s: Any,
+                          lr: Params, x_t: Any) -> tuple[Params, Any, jax.Array]:
+  """One inner step, `p − lr · tx(∇L(p, x_t))`, whose VJP takes a forward-over-reverse product.
+
+  Why: with remat, reverse-over-reverse recomputes each step's gradient and
+  then differentiates it again (benchmarks/hvp_forms.py: the jvp form is
+  cheaper); here the backward pass linearises
+  p ↦ ∇L once, at the recomputed primal, and applies it to the gradient's
+  cotangent ḡ. By symmetry of the Hessian, that one JVP gives both H_pp ḡ (for
+  p) and H_cp ḡ (for everything else L is differentiable in: the synthetic set
+  that `loss_fn` closes over, soft labels, inexact parts of `x_t`). Residuals
+  are the step's inputs only, as with remat's "nothing_saveable".
+  """
+  # Every value `loss_fn` closes over becomes an argument: the backward pass is
+  # traced outside this step, where the step's own tracers no longer exist.
+  closed = jax.make_jaxpr(loss_fn)(p, x_t)
+
+  def loss_of(q, x, xd, c, cd):  # L(q, x_t, closure c) with the inexact leaves replaced by xd, cd
+    x_flat, x_tree = jax.tree_util.tree_flatten(x)
+    x_flat, c = _put(x_flat, xd), _put(c, cd)
+    args = jax.tree_util.tree_leaves((q, jax.tree_util.tree_unflatten(x_tree, x_flat)))
+    return jax.core.eval_jaxpr(closed.jaxpr, c, *args)[0]
+
+  def grads(q, x, c, argnums):  # loss, ∇ over q (0), x's inexact leaves (2), c's inexact leaves (4)
+    return jax.value_and_grad(loss_of, argnums)(q, x, _take(jax.tree_util.tree_leaves(x)), c, _take(c))
+
+  def upd(g, s, q, lr):
+    d, s = tx.update(g, s, q)
+    return _descend(q, d, lr), s
+
+  @jax.custom_vjp
+  def core(q, s, lr, x, c):
+    loss, g = grads(q, x, c, 0)  # the forward pass needs ∇_q only
+    return (*upd(g, s, q, lr), loss)
+
+  def fwd(q, s, lr, x, c):
+    return core(q, s, lr, x, c), (q, s, lr, x, c)
+
+  def bwd(res, ct):
+    q, s, lr, x, c = res
+    q_ct, s_ct, loss_ct = ct
+    (gq, gx, gc), lin = jax.linearize(lambda r: grads(r, x, c, (0, 2, 4))[1], q)
+    _, upd_vjp = jax.vjp(upd, gq, s, q, lr)
+    g_ct, s_bar, q_bar, lr_bar = upd_vjp((q_ct, s_ct))
+    hq, hx, hc = lin(g_ct)  # (H_qq ḡ, H_xq ḡ, H_cq ḡ)
+    plus = lambda h, g: jax.tree_util.tree_map(lambda a, b: a + loss_ct * b, h, g)
+    q_bar = jax.tree_util.tree_map(jnp.add, q_bar, plus(hq, gq))
+    x_flat, x_tree = jax.tree_util.tree_flatten(x)
+    x_bar = jax.tree_util.tree_unflatten(x_tree, _put([_zero_cotangent(a) for a in x_flat], plus(hx, gx)))
+    return q_bar, s_bar, lr_bar, x_bar, _put([_zero_cotangent(a) for a in c], plus(hc, gc))
+
+  core.defvjp(fwd, bwd)
+  return core(p, s, lr, x_t, list(closed.consts))
+
+
+def _take(leaves: list) -> list:
+  return [a for a in leaves if _inexact(a)]
+
+
+def _put(leaves: list, inexact: list) -> list:
+  """`leaves` with its inexact entries replaced, in order, by `inexact`."""
+  it = iter(inexact)
+  return [next(it) if _inexact(a) else a for a in leaves]

@@ -34,8 +34,7 @@ def make_chunk_fn(exp: Experiment, tx):
   def run_chunk(params, opt_state, batches, lrs, keys):
     def loss_fn(p, x):
       batch, key = x
-      loss, _ = modeling.loss_and_accuracy(model, p, batch, dropout_key=key)
-      return loss, loss
+      return modeling.loss_and_accuracy(model, p, batch, dropout_key=key)[0]
     params, opt_state, losses = inner.unroll(loss_fn, params, (batches, keys), lrs, tx, opt_state,
                                              remat=False)
     return params, opt_state, jnp.mean(losses)

@@ -1,4 +1,4 @@
-"""Package import: the XLA:CPU vector-width default and its opt-out."""
+"""Package import: the XLA:CPU flag defaults and their opt-outs."""
 
 import os
 import subprocess
@@ -19,4 +19,13 @@ def test_512_bit_vectors_on_avx512_cpus_unless_set_explicitly():
   flags = _flags_after_import("--xla_force_host_platform_device_count=2")
   assert flags.startswith("--xla_force_host_platform_device_count=2")
   assert ("--xla_cpu_prefer_vector_width=512" in flags) is avx512
-  assert _flags_after_import("--xla_cpu_prefer_vector_width=256") == "--xla_cpu_prefer_vector_width=256"
+  mine = _flags_after_import("--xla_cpu_prefer_vector_width=256")
+  assert mine.startswith("--xla_cpu_prefer_vector_width=256") and "width=512" not in mine
+
+
+def test_reductions_kept_out_of_ynnpack_unless_set_explicitly():
+  flags = _flags_after_import("")
+  assert flags.count("--xla_cpu_experimental_ynn_fusion_type=-reduce") == 1
+  mine = "--xla_cpu_experimental_ynn_fusion_type=-dot"
+  assert "ynn_fusion_type=-reduce" not in _flags_after_import(mine)
+  assert _flags_after_import(mine).startswith(mine)

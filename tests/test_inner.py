@@ -69,11 +69,11 @@ def test_remat_does_not_change_gradients(tiny_bert_config, optimizer, x64):
     dtype = jnp.float64 if x64 else jnp.float32
     model, init_fn, spec, data, real, lr_raw = _problem(tiny_bert_config, dtype, optimizer)
     grads = {}
-    for policy in ("nothing_saveable", "dots_saveable", None):
+    for policy in ("nothing_saveable", "dots_saveable", "forward_over_reverse", None):
       s = distill.InnerSpec(**{**spec.__dict__, "remat": policy is not None,
                                "remat_policy": policy or "nothing_saveable"})
       grads[policy] = jax.grad(_meta(model, init_fn, s, real), argnums=(0, 1))(data["inputs_embeds"], lr_raw)
-    for policy in ("nothing_saveable", "dots_saveable"):
+    for policy in ("nothing_saveable", "dots_saveable", "forward_over_reverse"):
       for a, b in zip(jax.tree_util.tree_leaves(grads[policy]), jax.tree_util.tree_leaves(grads[None])):
         assert np.all(np.isfinite(a)) and np.any(a != 0)
         np.testing.assert_allclose(a, b, atol=1e-6)

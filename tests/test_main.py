@@ -57,6 +57,8 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
     (["--config.max_len=1000"], "exceeds the model's 512 position embeddings"),
     (["--config.inner_steps=0"], "inner_steps must be >= 1"),
     (["--config.model.pooling=max"], "model.pooling must be 'cls' or 'mean'"),
+    (["--config.inner.remat_policy=everything"], "inner.remat_policy must be one of"),
+    (["--config.model.matmul_dtype=bfloat16"], "add --config.inner.remat_policy=nothing_saveable"),
     (["--config.synthetic.superpose=3"], "synthetic.superpose > 1 needs --config.synthetic.kind=tokens"),
     (["--config.synthetic.candidates_per_position=8"], "candidates_per_position > 0 needs --config.synthetic.kind=tokens"),
     (["--config.synthetic.candidates_per_position=-1"], "candidates_per_position must be in [0, synthetic.vocab_size]"),
