@@ -22,19 +22,20 @@ from distill_jax.errors import UserError
 Params = Any
 LossFn = Callable[[Params, Any], jax.Array]
 
-# Saved-residual policies of `jax.checkpoint`: the backward pass recomputes each
-# step and differentiates its gradient again (reverse-over-reverse).
+# The saved residuals of each `jax.checkpoint`ed inner step. All but one
+# recompute the step in the backward pass and differentiate its gradient again
+# (reverse-over-reverse). FORWARD_OVER_REVERSE saves what nothing_saveable saves
+# (the step's inputs) but differentiates the step by linearising its gradient
+# once (`_forward_over_reverse`); what the checkpoint would recompute beyond the
+# inputs is then dead code.
+FORWARD_OVER_REVERSE = "forward_over_reverse"
 REMAT_POLICIES: dict[str, Optional[Callable]] = {
+    FORWARD_OVER_REVERSE: jax.checkpoint_policies.nothing_saveable,
     "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "everything_saveable": jax.checkpoint_policies.everything_saveable,
 }
-# Saves what "nothing_saveable" saves (each step's inputs), but the backward pass
-# recomputes a step as a linearisation of its gradient (forward-over-reverse) and
-# applies it once: the recompute is the primal of that product, not a pass of its
-# own (`_forward_over_reverse`).
-FORWARD_OVER_REVERSE = "forward_over_reverse"
 
 
 def direction(kind: str, momentum: float = 0.9, b1: float = 0.9, b2: float = 0.999,
@@ -75,10 +76,9 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
     opt_state = tx.init(params)
   grad_fn = jax.value_and_grad(loss_fn)
 
+  if remat and remat_policy not in REMAT_POLICIES:
+    raise UserError(f"unknown remat_policy {remat_policy!r}; use one of {sorted(REMAT_POLICIES)}")
   forward_over_reverse = remat and remat_policy == FORWARD_OVER_REVERSE
-  if remat and not forward_over_reverse and remat_policy not in REMAT_POLICIES:
-    raise UserError(f"unknown remat_policy {remat_policy!r}; use one of "
-                    f"{sorted([*REMAT_POLICIES, FORWARD_OVER_REVERSE])}")
 
   def update(p, s, lr, x_t):
     loss, g = grad_fn(p, x_t)
@@ -101,7 +101,7 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
       p, s, loss = update(p, s, lr, x_t)
     return (p, s), loss
 
-  if remat and not forward_over_reverse:
+  if remat:
     step = jax.checkpoint(step, policy=REMAT_POLICIES[remat_policy])
   (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (xs, lrs, cut),
                                              unroll=scan_unroll)
