@@ -9,6 +9,7 @@ Because optax is pure, an Adam inner loop unrolls and differentiates like SGD.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional
 
 import chex
@@ -82,8 +83,7 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
 
   def update(p, s, lr, x_t):
     loss, g = grad_fn(p, x_t)
-    d, s = tx.update(g, s, p)
-    return _descend(p, d, lr), s, loss
+    return (*_apply(tx, g, s, p, lr), loss)
 
   def step(carry, inp):
     p, s = carry
@@ -108,8 +108,10 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
   return params, opt_state, losses
 
 
-def _descend(p: Params, d: Params, lr: Params) -> Params:
-  return jax.tree_util.tree_map(lambda a, b, c: a - (c * b).astype(a.dtype), p, d, lr)
+def _apply(tx: optax.GradientTransformation, g: Params, s: Any, p: Params, lr: Params) -> tuple[Params, Any]:
+  """(p − lr · d, new state), d the optimizer's direction for gradient g."""
+  d, s = tx.update(g, s, p)
+  return jax.tree_util.tree_map(lambda a, b, c: a - (c * b).astype(a.dtype), p, d, lr), s
 
 
 def _inexact(a: Any) -> bool:
@@ -149,9 +151,7 @@ def _forward_over_reverse(loss_fn: LossFn, tx: optax.GradientTransformation, p: 
   def grads(q, x, c, argnums):  # loss, ∇ over q (0), x's inexact leaves (2), c's inexact leaves (4)
     return jax.value_and_grad(loss_of, argnums)(q, x, _take(jax.tree_util.tree_leaves(x)), c, _take(c))
 
-  def upd(g, s, q, lr):
-    d, s = tx.update(g, s, q)
-    return _descend(q, d, lr), s
+  upd = functools.partial(_apply, tx)
 
   @jax.custom_vjp
   def core(q, s, lr, x, c):
