@@ -109,9 +109,7 @@ def experiment_config(bc: BenchConfig, remat: bool, remat_policy: str, scan_unro
   cfg.inner.optimizer = "sgd"
   cfg.inner.batch_size = 0
   cfg.inner.remat = remat
-  # bf16 matmuls have a custom VJP, which forward mode cannot differentiate (experiment.validate).
-  bf16_fallback = matmul_dtype == "bfloat16" and remat_policy == "forward_over_reverse"
-  cfg.inner.remat_policy = BF16_REMAT_POLICY if bf16_fallback else remat_policy
+  cfg.inner.remat_policy = jax_remat_policy(remat_policy, matmul_dtype)
   cfg.inner.scan_unroll = scan_unroll
   cfg.outer.real_batch_size = bc.real_batch
   cfg.outer.inits_per_step = 1
@@ -156,7 +154,12 @@ def time_steps(step: Callable[[], float], repeats: int) -> dict[str, Any]:
 
 # JAX variants: matmul operand dtype (configs/default.py `model.matmul_dtype`).
 JAX_VARIANTS = {"jax": "model", "jax-bf16": "bfloat16"}
-BF16_REMAT_POLICY = "nothing_saveable"  # jax-bf16's policy where forward_over_reverse is asked for
+
+
+def jax_remat_policy(asked: str, matmul_dtype: str) -> str:
+  """The policy a JAX variant runs: bf16 matmuls have a custom VJP, which forward mode cannot
+  differentiate (experiment.validate), so jax-bf16 falls back to reverse-over-reverse."""
+  return "nothing_saveable" if matmul_dtype == "bfloat16" and asked == "forward_over_reverse" else asked
 
 
 def jax_meta_loss(bc: BenchConfig, remat: bool, remat_policy: str, seed: int, scan_unroll: int = 1,
@@ -518,6 +521,9 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
   packages = ("jax", "jaxlib", "flax", "torch", "transformers")
   versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in packages)
   remat = "off" if args.no_remat else f"on, policy {args.remat_policy}"
+  bf16 = jax_remat_policy(args.remat_policy, JAX_VARIANTS["jax-bf16"])
+  bf16_policy = "" if args.no_remat or bf16 == args.remat_policy else \
+      f" (jax-bf16: {bf16}, as its matmuls' custom VJP rules out forward mode)"
   lines = [
       f"Command: `{shlex.join([os.path.basename(sys.executable)] + sys.argv)}`",
       f"Date: {started.isoformat(timespec='seconds')}; code: git {git_commit()}",
@@ -529,9 +535,7 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
       f"Model: BERT-Tiny shape ({BERT_TINY['num_hidden_layers']} layers, hidden {BERT_TINY['hidden_size']}, "
       f"{BERT_TINY['num_attention_heads']} heads, intermediate {BERT_TINY['intermediate_size']}, vocab "
       f"{BERT_TINY['vocab_size']}), {NUM_CLASSES} classes, float32 (jax-bf16: the dense layers' matmuls take bfloat16 operands and accumulate in float32, `--config.model.matmul_dtype=bfloat16`; everything else float32); inner: whole synthetic set per step, momentum SGD, "
-      f"softplus step sizes; JAX remat {remat}"
-      + (f" (jax-bf16: {BF16_REMAT_POLICY}, as its matmuls' custom VJP rules out forward mode)"
-         if args.remat_policy == "forward_over_reverse" and not args.no_remat else "") + "; fresh random θ0 every outer step; real batch sampled from "
+      f"softplus step sizes; JAX remat {remat}{bf16_policy}; fresh random θ0 every outer step; real batch sampled from "
       f"{REAL_ROWS} random padded rows; outer update: clip + Adam on x and the raw step sizes.",
       f"Timing: median of {args.repeats * args.rounds} timed steps ({args.rounds} round(s) of {args.repeats}, "
       "frameworks interleaved round by round, each after 1 warm-up step; warm-up and compile columns: round 1); "

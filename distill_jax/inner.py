@@ -91,7 +91,7 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
     if cut_t is not None:  # same values; gradient kept only where cut_t is False
       keep = 1.0 - cut_t.astype(lrs.dtype)
       p, s = jax.tree_util.tree_map(
-          lambda a: a if not jnp.issubdtype(a.dtype, jnp.inexact)
+          lambda a: a if not _inexact(a)
           else jax.lax.stop_gradient(a) + keep.astype(a.dtype) * (a - jax.lax.stop_gradient(a)), (p, s))
     lr = jax.tree_util.tree_map(lambda _: lr_t, p) if lr_index is None else \
         jax.tree_util.tree_map(lambda i: lr_t[i], lr_index)

@@ -28,3 +28,9 @@ def test_rounds_pool_every_timed_step_and_keep_the_largest_peak():
 def test_rounds_must_be_positive():
   with pytest.raises(SystemExit):
     bench_outer.parse_args(["--rounds", "0"])
+
+
+def test_jax_bf16_runs_reverse_over_reverse_where_forward_over_reverse_is_asked():
+  assert bench_outer.jax_remat_policy("forward_over_reverse", "bfloat16") == "nothing_saveable"
+  assert bench_outer.jax_remat_policy("forward_over_reverse", "model") == "forward_over_reverse"
+  assert bench_outer.jax_remat_policy("dots_saveable", "bfloat16") == "dots_saveable"
