@@ -1,4 +1,4 @@
-"""Package import: the XLA:CPU flag defaults and their opt-outs."""
+"""Package import: the XLA:CPU flag defaults and their opt-outs, the CPU threefry lowering."""
 
 import os
 import subprocess
@@ -29,3 +29,25 @@ def test_reductions_kept_out_of_ynnpack_unless_set_explicitly():
   mine = "--xla_cpu_experimental_ynn_fusion_type=-dot"
   assert "ynn_fusion_type=-reduce" not in _flags_after_import(mine)
   assert _flags_after_import(mine).startswith(mine)
+
+
+def test_threefry_unrolled_on_cpu_with_the_same_bits():
+  import jax
+  import numpy as np
+  from jax._src.interpreters import mlir
+  from jax._src.random import threefry2x32 as threefry
+  import distill_jax  # noqa: F401  (registers the unrolled rule)
+
+  key = jax.random.PRNGKey(7)
+  sample = lambda: np.asarray(jax.jit(lambda k: jax.random.normal(k, (301, 37)))(key))  # fresh jit: lowered anew
+  has_loop = lambda: "while" in jax.jit(lambda k: jax.random.bits(k, (8,))).lower(key).as_text()
+  assert not has_loop()
+  unrolled = sample()
+  mlir.register_lowering(threefry.threefry2x32_p, threefry._threefry2x32_cpu_lowering_rule, platform="cpu")
+  try:
+    assert has_loop()  # JAX's own CPU rule: what the test compares against
+    rolled = sample()
+  finally:
+    mlir.register_lowering(threefry.threefry2x32_p, threefry._threefry2x32_lowering_rule, platform="cpu",
+                           inline=False)
+  np.testing.assert_array_equal(unrolled.view(np.uint32), rolled.view(np.uint32))
