@@ -136,17 +136,26 @@ def max_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def time_steps(step: Callable[[], float], repeats: int) -> dict[str, Any]:
-  """One warm-up call, then `repeats` timed calls; `step` must block until its work is done."""
+def time_steps(step: Callable[[], float], repeats: int, warmup_s: float = 0.0) -> dict[str, Any]:
+  """Warm-up calls (at least one, and at least `warmup_s` seconds of them), then `repeats` timed calls;
+  `step` must block until its work is done.
+
+  Why by duration: a fresh process's first steps run slow for a while (M=4, where a step takes 0.2 s:
+  0.72, 0.40, 0.33, 0.31, 0.26 s, then 0.20-0.24), so one warm-up step biased the cheap configs only.
+  """
   t0 = time.perf_counter()
   first_loss = step()
   first = time.perf_counter() - t0
+  warmup_steps = 1
+  while time.perf_counter() - t0 < warmup_s:
+    step()
+    warmup_steps += 1
   times, loss = [], first_loss
   for _ in range(repeats):
     t0 = time.perf_counter()
     loss = step()
     times.append(time.perf_counter() - t0)
-  return dict(first_s=first, times=times, median_s=statistics.median(times),
+  return dict(first_s=first, warmup_steps=warmup_steps, times=times, median_s=statistics.median(times),
               first_loss=first_loss, last_loss=loss)
 
 
@@ -222,7 +231,7 @@ def run_jax_agreement(bc: BenchConfig, remat: bool, remat_policy: str, seed: int
 
 
 def run_jax(bc: BenchConfig, repeats: int, remat: bool, remat_policy: str, seed: int,
-            matmul_dtype: str = "model") -> dict:
+            matmul_dtype: str = "model", warmup_s: float = 0.0) -> dict:
   """Compile time (lower + compile, timed apart from the steps), step times, RSS and XLA's buffer sizes."""
   import jax
   step, state, static, real = jax_step(bc, remat, remat_policy, seed, matmul_dtype=matmul_dtype)
@@ -239,7 +248,7 @@ def run_jax(bc: BenchConfig, repeats: int, remat: bool, remat_policy: str, seed:
     assert bool(m["finite"]), "non-finite meta-loss or meta-gradient"
     return float(m["meta_loss"])
 
-  out = time_steps(one, repeats)
+  out = time_steps(one, repeats, warmup_s)
   return dict(out, compile_s=compile_s, base_rss_mib=base, peak_rss_mib=max_rss_mib(),
               xla_temp_mib=mem.temp_size_in_bytes / 2**20 if mem else None)
 
@@ -270,7 +279,7 @@ def peak_jax(n: int, tries: int) -> float:
 
 # ---- torch worker --------------------------------------------------------------
 
-def run_torch(bc: BenchConfig, repeats: int, seed: int, count_flops: bool) -> dict:
+def run_torch(bc: BenchConfig, repeats: int, seed: int, count_flops: bool, warmup_s: float = 0.0) -> dict:
   """Same shapes and update as the JAX step: fresh θ0, sampled real batch, meta-gradient, clip, Adam."""
   import torch
   from torch.utils.flop_counter import FlopCounterMode
@@ -302,7 +311,7 @@ def run_torch(bc: BenchConfig, repeats: int, seed: int, count_flops: bool) -> di
     return float(loss)
 
   base = max_rss_mib()
-  out = time_steps(one, repeats)
+  out = time_steps(one, repeats, warmup_s)
   out.update(base_rss_mib=base, peak_rss_mib=max_rss_mib(), threads=torch.get_num_threads())
   if count_flops:  # after timing and the RSS reading: the counter's bookkeeping is not part of either
     with FlopCounterMode(display=False) as counter:
@@ -338,13 +347,14 @@ def worker(job: dict) -> dict:
     return dict(flops_per_s=peak_torch(job["n"], job["tries"]))
   bc = BenchConfig(**job["config"])
   if kind in JAX_VARIANTS:
-    return run_jax(bc, job["repeats"], job["remat"], job["remat_policy"], job["seed"], JAX_VARIANTS[kind])
+    return run_jax(bc, job["repeats"], job["remat"], job["remat_policy"], job["seed"], JAX_VARIANTS[kind],
+                   job.get("warmup_s", 0.0))
   if kind == "jax-flops":
     return run_jax_flops(bc, job["remat"], job["remat_policy"], job["seed"], JAX_VARIANTS[job["variant"]])
   if kind == "jax-agreement":
     return run_jax_agreement(bc, job["remat"], job["remat_policy"], job["seed"])
   if kind == "torch":
-    return run_torch(bc, job["repeats"], job["seed"], job["flops"])
+    return run_torch(bc, job["repeats"], job["seed"], job["flops"], job.get("warmup_s", 0.0))
   raise ValueError(f"unknown job kind {kind!r}")
 
 
@@ -358,6 +368,26 @@ def spawn(job: dict) -> dict:
   if proc.returncode != 0 or not lines:
     raise RuntimeError(f"worker {job['kind']} failed (exit {proc.returncode}); stdout:\n{proc.stdout[-2000:]}")
   return json.loads(lines[-1][len(RESULT_TAG):])
+
+
+# glibc mmaps every allocation above 32 MiB and unmaps it on free, so each step faults its large buffers in
+# anew, 4 KiB at a time. With THP in "madvise" mode (Debian's and Ubuntu's default), this tunable (glibc ≥ 2.35;
+# older ones ignore it) backs malloc's memory with 2 MiB pages instead.
+MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
+MALLOC_NOTE = ("Unless --no-malloc-thp or the caller's own GLIBC_TUNABLES, workers get "
+               f"GLIBC_TUNABLES={MALLOC_TUNABLE}, so large buffers sit on transparent huge pages and a step no "
+               "longer faults them in 4 KiB at a time (JAX at M=4, whose XLA temp buffer is 139 MiB: ~38K page "
+               "faults per step without, ~200 with); it applies to both frameworks' allocations.")
+
+
+def thp_mode() -> str:
+  """The kernel's transparent-huge-page mode (the bracketed word), which decides whether the tunable matters."""
+  try:
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+      text = f.read()
+  except OSError:
+    return "unknown"
+  return text[text.find("[") + 1:text.find("]")] if "[" in text else text.strip()
 
 
 def omp_wait_policy() -> str:
@@ -430,7 +460,7 @@ def pool(first: dict, later: dict) -> dict:
 def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
   """The main table (one row per framework and config) and the JAX/torch ratio table."""
   common = dict(repeats=args.repeats, seed=args.seed, remat=not args.no_remat, remat_policy=args.remat_policy,
-                cpus=args.cpus)
+                cpus=args.cpus, warmup_s=args.warmup_s)
   rows, ratio_rows = [], []
   for name in args.configs:
     bc = CONFIGS[name]
@@ -449,7 +479,8 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
     for fw, r in res.items():
       rate = r["flops"] / r["median_s"] if "flops" in r else None
       rows.append([bc.shape, fw, f"{r['median_s']:.3f}", f"{min(r['times']):.3f}–{max(r['times']):.3f}",
-                   fmt(r.get("compile_s"), ".1f"), f"{r['first_s']:.2f}", f"{r['peak_rss_mib']:.0f}",
+                   fmt(r.get("compile_s"), ".1f"), f"{r['first_s']:.2f} ({r['warmup_steps']})",
+                   f"{r['peak_rss_mib']:.0f}",
                    f"{r['base_rss_mib']:.0f}", fmt(r.get("xla_temp_mib"), ".1f"), fmt(r.get("flops"), ".3e"),
                    fmt(r.get("fit_rel_err"), ".1e"), fmt(rate and rate / 1e9, ".2f"),
                    fmt(rate and 100 * rate / peak, ".1f"),
@@ -466,7 +497,7 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
         agree = f"{r[f'cos_x{tag}']:.4f} / {r[f'rel_err_x{tag}']:.3f}" if f"cos_x{tag}" in r else "—"
         ratio_rows.append([bc.shape, fw, f"{r['median_s']:.3f}", f"{t:.3f}", f"{r['median_s'] / t:.2f}",
                            f"{t / r['median_s']:.2f}×", agree])
-  out = [table(["config", "framework", "s/step (median)", "min–max", "compile s", "warm-up step s",
+  out = [table(["config", "framework", "s/step (median)", "min–max", "compile s", "first step s (warm-up steps)",
                 "peak RSS MiB", "RSS before step MiB", "XLA temp MiB", "FLOPs/step", "fit err", "GFLOP/s", "% of peak",
                 "meta-loss warm-up→last"], rows)]
   if ratio_rows:
@@ -497,7 +528,8 @@ def sweep_T(args: argparse.Namespace) -> list[str]:
     bc = dataclasses.replace(SWEEP_BASE, T=t)
     log(f"[sweep] T={t} ...")
     res[t] = spawn(dict(kind="jax", config=dataclasses.asdict(bc), repeats=args.repeats, seed=args.seed,
-                        remat=not args.no_remat, remat_policy=args.remat_policy, cpus=args.cpus))
+                        remat=not args.no_remat, remat_policy=args.remat_policy, cpus=args.cpus,
+                        warmup_s=args.warmup_s))
   ref_t = 30 if 30 in res else min(res)
   ref = res[ref_t]
   rows = [[str(t), f"{r['median_s']:.3f}", f"{r['compile_s']:.1f}", f"{r['peak_rss_mib']:.0f}",
@@ -532,13 +564,16 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
       f"Versions: python {platform.python_version()}, {versions}",
       f"Threads: workers pinned to {args.cpus or len(os.sched_getaffinity(0))} CPU(s) (the frameworks' default thread "
       f"counts follow); OMP_WAIT_POLICY={omp_wait_policy()}",
+      f"Allocator: workers run with GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', 'unset')}; "
+      f"transparent huge pages: {thp_mode()}. {MALLOC_NOTE}",
       f"Model: BERT-Tiny shape ({BERT_TINY['num_hidden_layers']} layers, hidden {BERT_TINY['hidden_size']}, "
       f"{BERT_TINY['num_attention_heads']} heads, intermediate {BERT_TINY['intermediate_size']}, vocab "
       f"{BERT_TINY['vocab_size']}), {NUM_CLASSES} classes, float32 (jax-bf16: the dense layers' matmuls take bfloat16 operands and accumulate in float32, `--config.model.matmul_dtype=bfloat16`; everything else float32); inner: whole synthetic set per step, momentum SGD, "
       f"softplus step sizes; JAX remat {remat}{bf16_policy}; fresh random θ0 every outer step; real batch sampled from "
       f"{REAL_ROWS} random padded rows; outer update: clip + Adam on x and the raw step sizes.",
       f"Timing: median of {args.repeats * args.rounds} timed steps ({args.rounds} round(s) of {args.repeats}, "
-      "frameworks interleaved round by round, each after 1 warm-up step; warm-up and compile columns: round 1); "
+      f"frameworks interleaved round by round, each after warm-up steps filling at least {args.warmup_s:g} s, "
+      "at least one; first-step and compile columns: round 1); "
       "each (framework, config, round) in a fresh process, so peak RSS = that process's ru_maxrss (imports and, "
       "for JAX, compilation included); XLA temp = compiled memory_analysis() temp buffers."]
   if peaks:
@@ -571,11 +606,17 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
   p.add_argument("--peak-n", type=int, default=2048, help="matmul size for the float32 peak")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--cpus", type=int, default=0, help="pin each worker to this many CPUs (0 = all it may use)")
+  p.add_argument("--warmup-s", type=float, default=5.0,
+                 help="untimed steps before the timed ones fill at least this many seconds (at least one step)")
+  p.add_argument("--no-malloc-thp", action="store_true",
+                 help=f"do not give the workers GLIBC_TUNABLES={MALLOC_TUNABLE} (see the report header)")
   p.add_argument("--worker", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   bad = [c for c in args.configs if c not in CONFIGS] + [f for f in args.frameworks if f not in (*JAX_VARIANTS, "torch")]
   if args.rounds < 1 or args.repeats < 1:
     p.error("--rounds and --repeats must be at least 1")
+  if args.warmup_s < 0:
+    p.error("--warmup-s must be ≥ 0")
   if bad:
     p.error(f"unknown config/framework {bad}; configs: {list(CONFIGS)}, frameworks: jax, jax-bf16, torch")
   return args
@@ -586,6 +627,8 @@ def main(argv: Optional[list[str]] = None) -> None:
   if args.worker:
     print(RESULT_TAG + json.dumps(worker(json.loads(args.worker))), flush=True)
     return
+  if not args.no_malloc_thp:
+    os.environ.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLE)  # the workers inherit it; this process is past malloc's start
   started, load = datetime.datetime.now().astimezone(), os.getloadavg()
   kinds = sorted({"torch" if f == "torch" else "jax" for f in args.frameworks})
   only = args.sweep_T or args.agreement

@@ -1,6 +1,8 @@
-"""The benchmark's meta-gradient agreement job compares what it says it compares; its rounds pool honestly."""
+"""The benchmark's meta-gradient agreement job compares what it says it compares; its rounds pool and warm up honestly."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -34,3 +36,21 @@ def test_jax_bf16_runs_reverse_over_reverse_where_forward_over_reverse_is_asked(
   assert bench_outer.jax_remat_policy("forward_over_reverse", "bfloat16") == "nothing_saveable"
   assert bench_outer.jax_remat_policy("forward_over_reverse", "model") == "forward_over_reverse"
   assert bench_outer.jax_remat_policy("dots_saveable", "bfloat16") == "dots_saveable"
+
+
+def test_warm_up_fills_its_duration_before_the_timed_steps():
+  calls = []
+
+  def step() -> float:
+    calls.append(time.perf_counter())
+    time.sleep(0.01)
+    return float(len(calls))
+
+  r = bench_outer.time_steps(step, repeats=3, warmup_s=0.0)
+  assert r["warmup_steps"] == 1 and len(r["times"]) == 3 and len(calls) == 4 and r["first_loss"] == 1.0
+  calls.clear()
+  r = bench_outer.time_steps(step, repeats=2, warmup_s=0.1)
+  assert r["warmup_steps"] >= 5 and len(calls) == r["warmup_steps"] + 2
+  assert calls[r["warmup_steps"]] - calls[0] >= 0.1  # the first timed step starts after the warm-up time
+  with pytest.raises(SystemExit):
+    bench_outer.parse_args(["--warmup-s", "-1"])
