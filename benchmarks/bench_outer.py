@@ -151,12 +151,14 @@ def time_steps(step: Callable[[], float], repeats: int, warmup_s: float = 0.0) -
     step()
     warmup_steps += 1
   times, loss = [], first_loss
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   for _ in range(repeats):
     t0 = time.perf_counter()
     loss = step()
     times.append(time.perf_counter() - t0)
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
   return dict(first_s=first, warmup_steps=warmup_steps, times=times, median_s=statistics.median(times),
-              first_loss=first_loss, last_loss=loss)
+              first_loss=first_loss, last_loss=loss, faults_per_step=faults / repeats)
 
 
 # ---- JAX worker ----------------------------------------------------------------
@@ -376,8 +378,8 @@ def spawn(job: dict) -> dict:
 MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
 MALLOC_NOTE = ("Unless --no-malloc-thp or the caller's own GLIBC_TUNABLES, workers get "
                f"GLIBC_TUNABLES={MALLOC_TUNABLE}, so large buffers sit on transparent huge pages and a step no "
-               "longer faults them in 4 KiB at a time (JAX at M=4, whose XLA temp buffer is 139 MiB: ~38K page "
-               "faults per step without, ~200 with); it applies to both frameworks' allocations.")
+               "longer faults them in 4 KiB at a time (the page faults/step column: minor faults per timed step); "
+               "it applies to both frameworks' allocations.")
 
 
 def thp_mode() -> str:
@@ -451,10 +453,15 @@ def measure_peak(frameworks: list[str], n: int, cpus: int) -> dict[str, float]:
 
 
 def pool(first: dict, later: dict) -> dict:
-  """One framework's rounds as one measurement: all timed steps, the median over them, the largest peak RSS."""
+  """One framework's rounds as one measurement: all timed steps, the median over them, the largest peak RSS,
+  the mean page faults per timed step."""
   times = first["times"] + later["times"]
-  return dict(first, times=times, median_s=statistics.median(times), last_loss=later["last_loss"],
-              peak_rss_mib=max(first["peak_rss_mib"], later["peak_rss_mib"]))
+  out = dict(first, times=times, median_s=statistics.median(times), last_loss=later["last_loss"],
+             peak_rss_mib=max(first["peak_rss_mib"], later["peak_rss_mib"]))
+  if "faults_per_step" in first:  # the mean over all timed steps
+    n, m = len(first["times"]), len(later["times"])
+    out["faults_per_step"] = (n * first["faults_per_step"] + m * later["faults_per_step"]) / (n + m)
+  return out
 
 
 def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
@@ -480,7 +487,7 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
       rate = r["flops"] / r["median_s"] if "flops" in r else None
       rows.append([bc.shape, fw, f"{r['median_s']:.3f}", f"{min(r['times']):.3f}–{max(r['times']):.3f}",
                    fmt(r.get("compile_s"), ".1f"), f"{r['first_s']:.2f} ({r['warmup_steps']})",
-                   f"{r['peak_rss_mib']:.0f}",
+                   f"{r['peak_rss_mib']:.0f}", f"{r['faults_per_step']:.0f}",
                    f"{r['base_rss_mib']:.0f}", fmt(r.get("xla_temp_mib"), ".1f"), fmt(r.get("flops"), ".3e"),
                    fmt(r.get("fit_rel_err"), ".1e"), fmt(rate and rate / 1e9, ".2f"),
                    fmt(rate and 100 * rate / peak, ".1f"),
@@ -498,7 +505,7 @@ def bench_configs(args: argparse.Namespace, peak: float) -> list[str]:
         ratio_rows.append([bc.shape, fw, f"{r['median_s']:.3f}", f"{t:.3f}", f"{r['median_s'] / t:.2f}",
                            f"{t / r['median_s']:.2f}×", agree])
   out = [table(["config", "framework", "s/step (median)", "min–max", "compile s", "first step s (warm-up steps)",
-                "peak RSS MiB", "RSS before step MiB", "XLA temp MiB", "FLOPs/step", "fit err", "GFLOP/s", "% of peak",
+                "peak RSS MiB", "page faults/step", "RSS before step MiB", "XLA temp MiB", "FLOPs/step", "fit err", "GFLOP/s", "% of peak",
                 "meta-loss warm-up→last"], rows)]
   if ratio_rows:
     out.append(table(["config", "JAX variant", "JAX s/step", "torch s/step", "JAX / torch", "speed-up",

@@ -20,10 +20,13 @@ def test_agreement_separates_conditioning_from_bf16_rounding():
 
 
 def test_rounds_pool_every_timed_step_and_keep_the_largest_peak():
-  a = dict(times=[3.0, 1.0], median_s=2.0, first_s=9.0, first_loss=0.7, last_loss=0.6, peak_rss_mib=100.0)
-  b = dict(times=[5.0, 4.0], median_s=4.5, first_s=8.0, first_loss=0.5, last_loss=0.4, peak_rss_mib=90.0)
+  a = dict(times=[3.0, 1.0], median_s=2.0, first_s=9.0, first_loss=0.7, last_loss=0.6, peak_rss_mib=100.0,
+           faults_per_step=10.0)
+  b = dict(times=[5.0, 4.0, 6.0], median_s=5.0, first_s=8.0, first_loss=0.5, last_loss=0.4, peak_rss_mib=90.0,
+           faults_per_step=20.0)
   r = bench_outer.pool(a, b)
-  assert r["times"] == [3.0, 1.0, 5.0, 4.0] and r["median_s"] == 3.5  # the median of all four, not of the medians
+  assert r["times"] == [3.0, 1.0, 5.0, 4.0, 6.0] and r["median_s"] == 4.0  # the median of all five, not of the medians
+  assert r["faults_per_step"] == 16.0  # per timed step: (2·10 + 3·20) / 5
   assert r["first_s"] == 9.0 and r["first_loss"] == 0.7 and r["last_loss"] == 0.4 and r["peak_rss_mib"] == 100.0
 
 
