@@ -350,13 +350,13 @@ def worker(job: dict) -> dict:
   bc = BenchConfig(**job["config"])
   if kind in JAX_VARIANTS:
     return run_jax(bc, job["repeats"], job["remat"], job["remat_policy"], job["seed"], JAX_VARIANTS[kind],
-                   job.get("warmup_s", 0.0))
+                   job["warmup_s"])
   if kind == "jax-flops":
     return run_jax_flops(bc, job["remat"], job["remat_policy"], job["seed"], JAX_VARIANTS[job["variant"]])
   if kind == "jax-agreement":
     return run_jax_agreement(bc, job["remat"], job["remat_policy"], job["seed"])
   if kind == "torch":
-    return run_torch(bc, job["repeats"], job["seed"], job["flops"], job.get("warmup_s", 0.0))
+    return run_torch(bc, job["repeats"], job["seed"], job["flops"], job["warmup_s"])
   raise ValueError(f"unknown job kind {kind!r}")
 
 
@@ -458,9 +458,8 @@ def pool(first: dict, later: dict) -> dict:
   times = first["times"] + later["times"]
   out = dict(first, times=times, median_s=statistics.median(times), last_loss=later["last_loss"],
              peak_rss_mib=max(first["peak_rss_mib"], later["peak_rss_mib"]))
-  if "faults_per_step" in first:  # the mean over all timed steps
-    n, m = len(first["times"]), len(later["times"])
-    out["faults_per_step"] = (n * first["faults_per_step"] + m * later["faults_per_step"]) / (n + m)
+  n, m = len(first["times"]), len(later["times"])
+  out["faults_per_step"] = (n * first["faults_per_step"] + m * later["faults_per_step"]) / (n + m)
   return out
 
 
