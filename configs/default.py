@@ -81,7 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.inner.lr_groups = "global"  # global (one step size per step) | layer (per step and module: embeddings, each layer, pooler, head)
   c.inner.batch_size = 0  # synthetic minibatch per step; 0 = the whole synthetic set
   c.inner.remat = True
-  # forward_over_reverse (fastest, inputs-only memory) | nothing_saveable | dots_saveable | ... (inner.REMAT_POLICIES)
+  # forward_over_reverse (fastest; saves inputs + gradient) | nothing_saveable | dots_saveable | ... (inner.REMAT_POLICIES)
   c.inner.remat_policy = "forward_over_reverse"
   c.inner.scan_unroll = 1
   c.inner.backprop_steps = 0  # truncated BPTT: meta-gradient through the last k inner steps (0 = all)

@@ -79,6 +79,31 @@ def test_remat_does_not_change_gradients(tiny_bert_config, optimizer, x64):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_forward_over_reverse_differentiates_the_inner_losses_too(tiny_bert_config):
+  """The per-step losses usually get no cotangent, and the backward pass then skips their gradient;
+  when an objective does use them, it must be added back."""
+  model, init_fn, spec, data, real, lr_raw = _problem(tiny_bert_config)
+
+  def objective(s):
+    def f(x, lr_raw):
+      d = dict(data, inputs_embeds=x)
+      theta, losses = distill.train_on_set(model, init_fn(jax.random.PRNGKey(0)), d,
+                                           synthetic.step_sizes(lr_raw, "softplus"), jax.random.PRNGKey(1), s)
+      return modeling.loss_and_accuracy(model, theta, real)[0] + 0.5 * jnp.sum(losses)
+    return f
+
+  with_losses = {}
+  for policy in ("forward_over_reverse", None):
+    s = distill.InnerSpec(**{**spec.__dict__, "remat": policy is not None,
+                             "remat_policy": policy or "nothing_saveable"})
+    with_losses[policy] = jax.grad(objective(s), argnums=(0, 1))(data["inputs_embeds"], lr_raw)
+  without = jax.grad(_meta(model, init_fn, spec, real), argnums=(0, 1))(data["inputs_embeds"], lr_raw)
+  for a, b, c in zip(*map(jax.tree_util.tree_leaves, (with_losses["forward_over_reverse"], with_losses[None],
+                                                      without))):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not np.allclose(a, c, atol=1e-4)  # the losses' own gradient is really in there
+
+
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 0.003)])
 def test_gradient_matches_finite_differences_float64(tiny_bert_config, optimizer, lr):
   with jax.enable_x64(True):
