@@ -66,13 +66,15 @@ FLOPS_METHOD = ("JAX FLOPs: XLA's cost analysis counts a loop body once whatever
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-  """Synthetic set M×L, inner steps T, real batch `real_batch` × `real_len`."""
+  """Synthetic set M×L, inner steps T, real batch `real_batch` × `real_len`; JAX remat segments of `segment`
+  steps (`inner.remat_segment`, 0 = per-step checkpoints only)."""
 
   M: int
   L: int
   T: int
   real_batch: int
   real_len: int
+  segment: int = 0
 
   @property
   def name(self) -> str:
@@ -80,7 +82,8 @@ class BenchConfig:
 
   @property
   def shape(self) -> str:
-    return f"M={self.M} L={self.L} T={self.T} real {self.real_batch}×{self.real_len}"
+    seg = f" segments of {self.segment}" if self.segment else ""
+    return f"M={self.M} L={self.L} T={self.T} real {self.real_batch}×{self.real_len}{seg}"
 
 
 CONFIGS = {c.name: c for c in (BenchConfig(4, 32, 10, 64, 64), BenchConfig(20, 64, 30, 128, 128),
@@ -111,6 +114,7 @@ def experiment_config(bc: BenchConfig, remat: bool, remat_policy: str, scan_unro
   cfg.inner.remat = remat
   cfg.inner.remat_policy = jax_remat_policy(remat_policy, matmul_dtype)
   cfg.inner.scan_unroll = scan_unroll
+  cfg.inner.remat_segment = bc.segment
   cfg.outer.real_batch_size = bc.real_batch
   cfg.outer.inits_per_step = 1
   return cfg
@@ -527,23 +531,28 @@ def agreement(args: argparse.Namespace) -> list[str]:
                  "rel. error", "d(step sizes) bf16: cosine", "d(step sizes) 1-ulp: cosine"], rows)]
 
 
+def sweep_segment(asked: str, steps: int) -> int:
+  """`--remat-segment`: a fixed segment length, or "sqrt" for round(√T) at each T (the memory-optimal choice)."""
+  return round(steps ** 0.5) if asked == "sqrt" else int(asked)
+
+
 def sweep_T(args: argparse.Namespace) -> list[str]:
   """Peak memory vs T for M=20, L=64, real 128×128 (JAX): the target is peak(T=300) ≤ 3× peak(T=30)."""
   res = {}
   for t in args.sweep_ts:
-    bc = dataclasses.replace(SWEEP_BASE, T=t)
+    bc = dataclasses.replace(SWEEP_BASE, T=t, segment=sweep_segment(args.remat_segment, t))
     log(f"[sweep] T={t} ...")
     res[t] = spawn(dict(kind="jax", config=dataclasses.asdict(bc), repeats=args.repeats, seed=args.seed,
                         remat=not args.no_remat, remat_policy=args.remat_policy, cpus=args.cpus,
                         warmup_s=args.warmup_s))
   ref_t = 30 if 30 in res else min(res)
   ref = res[ref_t]
-  rows = [[str(t), f"{r['median_s']:.3f}", f"{r['compile_s']:.1f}", f"{r['peak_rss_mib']:.0f}",
+  rows = [[str(t), str(sweep_segment(args.remat_segment, t) or "—"), f"{r['median_s']:.3f}", f"{r['compile_s']:.1f}", f"{r['peak_rss_mib']:.0f}",
            f"{r['base_rss_mib']:.0f}", f"{r['xla_temp_mib']:.1f}",
            f"{r['peak_rss_mib'] / ref['peak_rss_mib']:.2f}",
            f"{r['xla_temp_mib'] / ref['xla_temp_mib']:.2f}" if ref["xla_temp_mib"] else "—"]
           for t, r in res.items()]
-  out = [table(["T", "s/step (median)", "compile s", "peak RSS MiB", "RSS before step MiB", "XLA temp MiB",
+  out = [table(["T", "remat segment", "s/step (median)", "compile s", "peak RSS MiB", "RSS before step MiB", "XLA temp MiB",
                 f"peak RSS / T={ref_t}", f"XLA temp / T={ref_t}"], rows)]
   if 30 in res and 300 in res:
     ratio = res[300]["peak_rss_mib"] / res[30]["peak_rss_mib"]
@@ -607,6 +616,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                  help="only the meta-gradient agreement table: bf16 matmuls and a 1-ulp change of S vs float32")
   p.add_argument("--remat-policy", default=default.get_config().inner.remat_policy,
                  help="JAX inner-step checkpoint policy (configs/default.py's by default)")
+  p.add_argument("--remat-segment", default="0",
+                 help="--sweep-T: JAX checkpoints segments of this many inner steps too "
+                      "(inner.remat_segment; 'sqrt' = round(√T) per T; 0 = per-step checkpoints only)")
   p.add_argument("--no-remat", action="store_true", help="JAX: store every inner step's activations")
   p.add_argument("--no-flops", action="store_true", help="skip the FLOP counts (saves 3 JAX compiles per config)")
   p.add_argument("--peak-n", type=int, default=2048, help="matmul size for the float32 peak")
@@ -623,6 +635,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.error("--rounds and --repeats must be at least 1")
   if args.warmup_s < 0:
     p.error("--warmup-s must be ≥ 0")
+  if not (args.remat_segment == "sqrt" or args.remat_segment.isdigit()) or \
+      (args.remat_segment != "0" and not args.sweep_T):
+    p.error("--remat-segment takes 'sqrt' or a count ≥ 0, with --sweep-T")
   if bad:
     p.error(f"unknown config/framework {bad}; configs: {list(CONFIGS)}, frameworks: jax, jax-bf16, torch")
   return args

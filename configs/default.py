@@ -84,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   # forward_over_reverse (fastest; saves inputs + gradient) | nothing_saveable | dots_saveable | ... (inner.REMAT_POLICIES)
   c.inner.remat_policy = "forward_over_reverse"
   c.inner.scan_unroll = 1
+  # k > 1: the backward pass also keeps the carry only every k inner steps and replays one segment of k at a
+  # time (memory ~ T/k + k steps instead of T, one more forward pass per step; k ≈ √T for long unrolls)
+  c.inner.remat_segment = 0
   c.inner.backprop_steps = 0  # truncated BPTT: meta-gradient through the last k inner steps (0 = all)
   c.inner.random_window = False  # RaT-BPTT: the k backprop steps end at a random step (evaluation runs all T)
   c.inner.adam_eps = 1e-8  # inner Adam only; larger values smooth the meta-gradient

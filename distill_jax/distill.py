@@ -35,6 +35,7 @@ class InnerSpec:
   remat: bool = True
   remat_policy: str = inner.FORWARD_OVER_REVERSE
   scan_unroll: int = 1
+  remat_segment: int = 0  # > 1: also checkpoint segments of this many steps (inner.unroll's `segment`)
   backprop_steps: int = 0  # truncated BPTT: meta-gradient through the last k steps only (0 = all)
   random_window: bool = False  # RaT-BPTT: those k steps end at a random step in [k, T]
   # Keep the word table at θ0 even for token-id data: synthetic embeddings never move it, so this is
@@ -47,7 +48,8 @@ class InnerSpec:
                tx=inner.direction(cfg.inner.optimizer, momentum=cfg.inner.momentum, eps=cfg.inner.adam_eps),
                lr_param=cfg.inner.lr_param, remat=cfg.inner.remat,
                remat_policy=cfg.inner.remat_policy, scan_unroll=cfg.inner.scan_unroll,
-               backprop_steps=cfg.inner.backprop_steps, random_window=cfg.inner.random_window)
+               remat_segment=cfg.inner.remat_segment, backprop_steps=cfg.inner.backprop_steps,
+               random_window=cfg.inner.random_window)
 
 
 # Above this many rows, minibatches are drawn with replacement: a permutation per
@@ -93,7 +95,8 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
     return modeling.loss_and_accuracy(model, modeling.merge(p, frozen), batch)[0]
 
   run = functools.partial(inner.unroll, loss_fn, tx=spec.tx, remat=spec.remat,
-                          remat_policy=spec.remat_policy, scan_unroll=spec.scan_unroll, lr_index=lr_index)
+                          remat_policy=spec.remat_policy, scan_unroll=spec.scan_unroll, lr_index=lr_index,
+                          segment=spec.remat_segment)
   steps, window = lrs.shape[0], spec.backprop_steps
   cut = steps - window if 0 < window < steps else 0
   if cut and spec.random_window:

@@ -59,7 +59,7 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
            tx: optax.GradientTransformation, opt_state: Any = None, *,
            remat: bool = True, remat_policy: str = FORWARD_OVER_REVERSE,
            scan_unroll: int = 1, cut: Optional[jax.Array] = None,
-           lr_index: Optional[Params] = None) -> tuple[Params, Any, jax.Array]:
+           lr_index: Optional[Params] = None, segment: int = 0) -> tuple[Params, Any, jax.Array]:
   """Runs `len(lrs)` steps; step t sees `xs[t]` and step size `lrs[t]`.
 
   `lrs` is [T], or [T, G] with `lr_index` (a params-shaped pytree of ints)
@@ -71,6 +71,12 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
   per-step losses. `cut[t]` (bool, traced) stops the gradient through the carry
   entering step t: the meta-gradient then only sees steps after the last cut,
   wherever a random window put it.
+
+  `segment=k > 1` (with remat) checkpoints segments of k steps as well: the
+  backward pass keeps the carry only every k steps and replays one segment at
+  a time, so its residuals are T/k carries plus one segment's per-step ones
+  instead of T per-step ones (k ≈ √T minimises that), for one more forward
+  pass of every step. The first T mod k steps run as a shorter segment.
   """
   chex.assert_rank(lrs, 1 if lr_index is None else 2)
   chex.assert_tree_shape_prefix(xs, (lrs.shape[0],))
@@ -104,9 +110,22 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
 
   if remat:
     step = jax.checkpoint(step, policy=REMAT_POLICIES[remat_policy])
-  (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (xs, lrs, cut),
-                                             unroll=scan_unroll)
-  return params, opt_state, losses
+  scan = functools.partial(jax.lax.scan, step, unroll=scan_unroll)
+  steps = lrs.shape[0]
+  if not (remat and 1 < segment < steps):
+    (params, opt_state), losses = scan((params, opt_state), (xs, lrs, cut))
+    return params, opt_state, losses
+  head = steps % segment
+  inputs = (xs, lrs, cut)
+  carry, losses = (params, opt_state), []
+  if head:  # the remainder first, as one segment of its own
+    carry, first = jax.checkpoint(scan, policy=jax.checkpoint_policies.nothing_saveable)(
+        carry, jax.tree_util.tree_map(lambda a: a[:head], inputs))
+    losses.append(first)
+  tail = jax.tree_util.tree_map(lambda a: a[head:].reshape((-1, segment) + a.shape[1:]), inputs)
+  carry, rest = jax.lax.scan(jax.checkpoint(scan, policy=jax.checkpoint_policies.nothing_saveable), carry, tail)
+  losses.append(rest.reshape(-1))
+  return (*carry, jnp.concatenate(losses))
 
 
 def _apply(tx: optax.GradientTransformation, g: Params, s: Any, p: Params, lr: Params) -> tuple[Params, Any]:

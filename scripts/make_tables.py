@@ -198,7 +198,7 @@ def addressable_table() -> str:
 def benchmark_table() -> str:
   """The tables and the reproduction lines of the committed benchmark reports, verbatim."""
   out = []
-  for name in ("outer.md", "outer_no_malloc_thp.md", "agreement.md", "sweep_T.md"):
+  for name in ("outer.md", "outer_no_malloc_thp.md", "agreement.md", "sweep_T.md", "sweep_T_segments.md"):
     path = os.path.join(ROOT, "benchmarks", "results", name)
     if not os.path.exists(path):
       continue

@@ -57,3 +57,14 @@ def test_warm_up_fills_its_duration_before_the_timed_steps():
   assert calls[r["warmup_steps"]] - calls[0] >= 0.1  # the first timed step starts after the warm-up time
   with pytest.raises(SystemExit):
     bench_outer.parse_args(["--warmup-s", "-1"])
+
+
+def test_sweep_segments_reach_the_engine_config():
+  assert bench_outer.sweep_segment("sqrt", 300) == 17 and bench_outer.sweep_segment("sqrt", 30) == 5
+  assert bench_outer.sweep_segment("8", 300) == 8 and bench_outer.sweep_segment("0", 300) == 0
+  bc = bench_outer.BenchConfig(M=2, L=8, T=30, real_batch=4, real_len=8, segment=5)
+  assert bench_outer.experiment_config(bc, remat=True, remat_policy="forward_over_reverse").inner.remat_segment == 5
+  assert bench_outer.parse_args(["--sweep-T", "--remat-segment", "sqrt"]).remat_segment == "sqrt"
+  for bad in (["--remat-segment", "4"], ["--sweep-T", "--remat-segment", "-2"], ["--sweep-T", "--remat-segment", "x"]):
+    with pytest.raises(SystemExit):
+      bench_outer.parse_args(bad)

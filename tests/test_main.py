@@ -59,6 +59,8 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
     (["--config.model.pooling=max"], "model.pooling must be 'cls' or 'mean'"),
     (["--config.inner.remat_policy=everything"], "inner.remat_policy must be one of"),
     (["--config.model.matmul_dtype=bfloat16"], "add --config.inner.remat_policy=nothing_saveable"),
+    (["--config.inner.remat_segment=-1"], "inner.remat_segment must be >= 0"),
+    (["--config.inner.remat_segment=4", "--config.inner.remat=False"], "add --config.inner.remat=True"),
     (["--config.synthetic.superpose=3"], "synthetic.superpose > 1 needs --config.synthetic.kind=tokens"),
     (["--config.synthetic.candidates_per_position=8"], "candidates_per_position > 0 needs --config.synthetic.kind=tokens"),
     (["--config.synthetic.candidates_per_position=-1"], "candidates_per_position must be in [0, synthetic.vocab_size]"),
