@@ -115,15 +115,15 @@ def unroll(loss_fn: LossFn, params: Params, xs: Any, lrs: jax.Array,
   if not (remat and 1 < segment < steps):
     (params, opt_state), losses = scan((params, opt_state), (xs, lrs, cut))
     return params, opt_state, losses
+  replay = jax.checkpoint(scan, policy=jax.checkpoint_policies.nothing_saveable)  # keeps a segment's input only
   head = steps % segment
   inputs = (xs, lrs, cut)
   carry, losses = (params, opt_state), []
   if head:  # the remainder first, as one segment of its own
-    carry, first = jax.checkpoint(scan, policy=jax.checkpoint_policies.nothing_saveable)(
-        carry, jax.tree_util.tree_map(lambda a: a[:head], inputs))
+    carry, first = replay(carry, jax.tree_util.tree_map(lambda a: a[:head], inputs))
     losses.append(first)
   tail = jax.tree_util.tree_map(lambda a: a[head:].reshape((-1, segment) + a.shape[1:]), inputs)
-  carry, rest = jax.lax.scan(jax.checkpoint(scan, policy=jax.checkpoint_policies.nothing_saveable), carry, tail)
+  carry, rest = jax.lax.scan(replay, carry, tail)
   losses.append(rest.reshape(-1))
   return (*carry, jnp.concatenate(losses))
 
