@@ -547,13 +547,13 @@ def sweep_T(args: argparse.Namespace) -> list[str]:
                         warmup_s=args.warmup_s))
   ref_t = 30 if 30 in res else min(res)
   ref = res[ref_t]
-  rows = [[str(t), str(sweep_segment(args.remat_segment, t) or "—"), f"{r['median_s']:.3f}", f"{r['compile_s']:.1f}", f"{r['peak_rss_mib']:.0f}",
-           f"{r['base_rss_mib']:.0f}", f"{r['xla_temp_mib']:.1f}",
+  rows = [[str(t), str(sweep_segment(args.remat_segment, t) or "—"), f"{r['median_s']:.3f}",
+           f"{r['compile_s']:.1f}", f"{r['peak_rss_mib']:.0f}", f"{r['base_rss_mib']:.0f}", f"{r['xla_temp_mib']:.1f}",
            f"{r['peak_rss_mib'] / ref['peak_rss_mib']:.2f}",
            f"{r['xla_temp_mib'] / ref['xla_temp_mib']:.2f}" if ref["xla_temp_mib"] else "—"]
           for t, r in res.items()]
-  out = [table(["T", "remat segment", "s/step (median)", "compile s", "peak RSS MiB", "RSS before step MiB", "XLA temp MiB",
-                f"peak RSS / T={ref_t}", f"XLA temp / T={ref_t}"], rows)]
+  out = [table(["T", "remat segment", "s/step (median)", "compile s", "peak RSS MiB", "RSS before step MiB",
+                "XLA temp MiB", f"peak RSS / T={ref_t}", f"XLA temp / T={ref_t}"], rows)]
   if 30 in res and 300 in res:
     ratio = res[300]["peak_rss_mib"] / res[30]["peak_rss_mib"]
     temp = res[300]["xla_temp_mib"] / res[30]["xla_temp_mib"] if res[30]["xla_temp_mib"] else float("nan")
