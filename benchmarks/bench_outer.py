@@ -274,6 +274,13 @@ def run_jax_flops(bc: BenchConfig, remat: bool, remat_policy: str, seed: int, ma
               fit_rel_err=abs(a + b * k3 - counts[k3]) / counts[k3])
 
 
+def jax_devices() -> str:
+  """What the JAX workers run on: the report says so, so a GPU run of this harness names its device."""
+  import jax
+  devices = jax.devices()
+  return f"{devices[0].platform} ({devices[0].device_kind}) × {len(devices)}"
+
+
 def peak_jax(n: int, tries: int) -> float:
   import jax
   import jax.numpy as jnp
@@ -349,6 +356,8 @@ def worker(job: dict) -> dict:
   kind = job["kind"]
   if kind == "peak-jax":
     return dict(flops_per_s=peak_jax(job["n"], job["tries"]))
+  if kind == "devices-jax":
+    return dict(devices=jax_devices())
   if kind == "peak-torch":
     return dict(flops_per_s=peak_torch(job["n"], job["tries"]))
   bc = BenchConfig(**job["config"])
@@ -563,7 +572,7 @@ def sweep_T(args: argparse.Namespace) -> list[str]:
 
 
 def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.datetime,
-           load: tuple[float, ...]) -> list[str]:
+           load: tuple[float, ...], devices: str) -> list[str]:
   """Everything needed to reproduce or discount the numbers (the CPU is often shared)."""
   packages = ("jax", "jaxlib", "flax", "torch", "transformers")
   versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in packages)
@@ -577,6 +586,7 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
       f"CPU: {cpu_model()} × {os.cpu_count()} logical cores ({cpu_isa()}); load average at start "
       f"{' '.join(f'{v:.2f}' for v in load)}",
       f"Versions: python {platform.python_version()}, {versions}",
+      f"Devices: JAX on {devices}; torch on the CPU (benchmarks/torch_reference.py never leaves it)",
       f"Threads: workers pinned to {args.cpus or len(os.sched_getaffinity(0))} CPU(s) (the frameworks' default thread "
       f"counts follow); OMP_WAIT_POLICY={omp_wait_policy()}",
       f"Allocator: workers run with GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', 'unset')}; "
@@ -654,10 +664,11 @@ def main(argv: Optional[list[str]] = None) -> None:
   kinds = sorted({"torch" if f == "torch" else "jax" for f in args.frameworks})
   only = args.sweep_T or args.agreement
   peaks = {} if only else measure_peak(kinds, args.peak_n, args.cpus)
+  devices = spawn(dict(kind="devices-jax", cpus=args.cpus))["devices"] if only or "jax" in kinds else "—"
   body = sweep_T(args) if args.sweep_T else agreement(args) if args.agreement else bench_configs(args, max(peaks.values()))
   title = " (T sweep)" if args.sweep_T else " (meta-gradient agreement)" if args.agreement else ""
   report = "\n\n".join(["# Outer-step benchmark" + title,
-                        "\n".join(f"- {line}" for line in header(args, peaks, started, load)), *body]) + "\n"
+                        "\n".join(f"- {line}" for line in header(args, peaks, started, load, devices)), *body]) + "\n"
   print(report)
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -203,7 +203,7 @@ def benchmark_table() -> str:
     if not os.path.exists(path):
       continue
     lines = open(path).read().splitlines()
-    keep = [l for l in lines if l.startswith(("|", "Target", "- Command", "- Date", "- CPU", "- Allocator", "- Float32"))]
+    keep = [l for l in lines if l.startswith(("|", "Target", "- Command", "- Date", "- CPU", "- Devices", "- Allocator", "- Float32"))]
     out += [f"From `benchmarks/results/{name}`:", ""]
     for i, l in enumerate(keep):  # a blank line before each table header and after each table
       header = i + 1 < len(keep) and keep[i + 1].startswith("|---")

@@ -68,3 +68,8 @@ def test_sweep_segments_reach_the_engine_config():
   for bad in (["--remat-segment", "4"], ["--sweep-T", "--remat-segment", "-2"], ["--sweep-T", "--remat-segment", "x"]):
     with pytest.raises(SystemExit):
       bench_outer.parse_args(bad)
+
+
+def test_report_names_the_jax_device():
+  import jax
+  assert bench_outer.worker(dict(kind="devices-jax"))["devices"] == f"cpu (cpu) × {jax.device_count()}"
