@@ -99,9 +99,9 @@ def experiment_config(bc: BenchConfig, remat: bool, remat_policy: str, scan_unro
   if bc.M % NUM_CLASSES:
     raise ValueError(f"M={bc.M} must be a multiple of {NUM_CLASSES} classes")
   cfg = default.get_config()
-  cfg.max_len = max(bc.L, bc.real_len)
-  cfg.n_per_class = bc.M // NUM_CLASSES
-  cfg.inner_steps = bc.T
+  cfg.data.max_len = max(bc.L, bc.real_len)
+  cfg.synthetic.n_per_class = bc.M // NUM_CLASSES
+  cfg.inner.steps = bc.T
   cfg.model.size = "tiny"
   cfg.model.dropout = 0.0
   cfg.model.matmul_dtype = matmul_dtype
@@ -180,9 +180,8 @@ def jax_remat_policy(asked: str, matmul_dtype: str) -> str:
 def jax_meta_loss(bc: BenchConfig, remat: bool, remat_policy: str, seed: int, scan_unroll: int = 1,
                   matmul_dtype: str = "model") -> tuple[Callable, Any, dict, dict, dict, tuple[int, str]]:
   """(meta_loss, outer optimizer, learned, static, real, (seed, lr_param)) from the project's own functions."""
-  import jax
   import jax.numpy as jnp
-  from distill_jax import distill, modeling, synthetic
+  from distill_jax import distill, fit, modeling, synthetic
 
   cfg = experiment_config(bc, remat, remat_policy, scan_unroll, matmul_dtype)
   model = modeling.build_model(cfg, NUM_CLASSES)
@@ -192,7 +191,7 @@ def jax_meta_loss(bc: BenchConfig, remat: bool, remat_policy: str, seed: int, sc
   inp = make_inputs(bc, cfg.synthetic.init_std, seed)
   data, static = syn.init(jnp.asarray(inp["x0"]), np.ones((bc.M, bc.L), np.int32), inp["labels"])
   learned = {"data": data, "lr": synthetic.init_step_sizes(cfg.inner.lr, bc.T, cfg.inner.lr_param)}
-  spec = distill.InnerSpec.from_config(cfg)
+  spec = fit.InnerSpec.from_config(cfg)
   tx = distill.outer_tx(cfg)
   meta_loss = distill.make_meta_loss(model, syn, modeling.make_init_fn(model, cfg.init), spec,
                                      cfg.outer.real_batch_size, cfg.outer.inits_per_step)
@@ -354,6 +353,9 @@ def worker(job: dict) -> dict:
   if job.get("cpus"):
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:job["cpus"]])
   kind = job["kind"]
+  if "jax" in kind:
+    from distill_jax import runtime
+    runtime.configure()  # the XLA settings the command line runs with
   if kind == "peak-jax":
     return dict(flops_per_s=peak_jax(job["n"], job["tries"]))
   if kind == "devices-jax":

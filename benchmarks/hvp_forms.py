@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from distill_jax import modeling  # noqa: E402
+from distill_jax import modeling, runtime  # noqa: E402
 from distill_jax.models import bert  # noqa: E402
 
 
@@ -39,6 +39,7 @@ def best_ms(f, *args, n: int = 10) -> float:
 
 
 def main() -> None:
+  runtime.configure()
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--m", type=int, default=20, help="synthetic examples")
   p.add_argument("--len", type=int, default=64, help="tokens per example")

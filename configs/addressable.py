@@ -20,7 +20,7 @@ def get_config(dataset: str = "sst2"):
   c = _DATASETS[dataset].get_config()
   classes = _CLASSES[dataset]
   c.synthetic.kind = "addressable"
-  c.n_per_class = 20
+  c.synthetic.n_per_class = 20
   c.synthetic.num_bases = 10 * classes - 1
   c.synthetic.label_mode = "soft"
   return c

@@ -5,6 +5,6 @@ from configs import default
 
 def get_config():
   c = default.get_config()
-  c.dataset = "ag_news"
-  c.max_len = 64
+  c.data.dataset = "ag_news"
+  c.data.max_len = 64
   return c

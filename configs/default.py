@@ -14,15 +14,16 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Data. Empty strings mean the registry/environment defaults
   # ($DISTILL_JAX_DATA_DIR, else ../shared/data beside the repo; "hub" = Hugging Face hub).
-  c.dataset = "sst2"
-  c.data_dir = ""
-  c.vocab = ""  # vocab.txt, a tokenizer directory or a hub id; "" = $DISTILL_JAX_VOCAB or bert-base-uncased
-  c.cache_dir = ""
-  c.train_split = ""
-  c.eval_split = ""
-  c.max_len = 64
-  c.train_limit = 0  # use only N random rows (0 = all): for tests and smoke runs
-  c.eval_limit = 0
+  c.data = ml_collections.ConfigDict()
+  c.data.dataset = "sst2"  # a registry name (docs/data.md) or a folder of <split>.jsonl.gz files
+  c.data.data_dir = ""
+  c.data.vocab = ""  # vocab.txt, a tokenizer directory or a hub id; "" = $DISTILL_JAX_VOCAB or bert-base-uncased
+  c.data.cache_dir = ""
+  c.data.train_split = ""  # "" = the registry's (e.g. test[:6000] for ag_news)
+  c.data.eval_split = ""
+  c.data.max_len = 64
+  c.data.train_limit = 0  # use only N random rows (0 = all): for tests and smoke runs
+  c.data.eval_limit = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.size = "tiny"  # tiny | mini | small | medium | base | minilm-l6 (ignored with `pretrained`)
@@ -57,8 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.chunk_steps = 100  # optimizer steps per jitted scan between progress lines
 
   # Synthetic set (mode=distill).
-  c.n_per_class = 10
   c.synthetic = ml_collections.ConfigDict()
+  c.synthetic.n_per_class = 10
   c.synthetic.kind = "direct"  # direct (Wang et al.) | addressable (Deng & Russakovsky) | tokens
   c.synthetic.num_bases = 0  # addressable: number of shared memories K
   # tokens: each position is a learned distribution over this many candidate tokens (the initial
@@ -72,8 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.synthetic.label_mode = "hard"  # hard | soft (learned softmax) | real (learned, unrestricted)
 
   # Inner loop: the paper's momentum SGD with learned per-step step sizes.
-  c.inner_steps = 10
   c.inner = ml_collections.ConfigDict()
+  c.inner.steps = 10
   c.inner.optimizer = "sgd"  # sgd (momentum) | adam (differentiable)
   c.inner.momentum = 0.9
   c.inner.lr = 0.01  # initial step size
@@ -112,8 +113,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.parallel.distributed = False  # call jax.distributed.initialize() (multi-host; SLURM/TPU auto-detected)
 
   # Evaluation of a distilled set (mode=evaluate) and its baselines.
-  c.checkpoint = ""  # workdir (or its checkpoints/ folder) of a distillation run
   c.evaluate = ml_collections.ConfigDict()
+  c.evaluate.checkpoint = ""  # workdir (or its checkpoints/ folder) of a distillation run
   c.evaluate.seeds = 5
   c.evaluate.init_kind = ""  # "" = the θ0 distribution used for distillation
   c.evaluate.baselines = True  # random real subset of the same size, step size tuned on a grid

@@ -5,6 +5,6 @@ from configs import default
 
 def get_config():
   c = default.get_config()
-  c.dataset = "imdb"
-  c.max_len = 256
+  c.data.dataset = "imdb"
+  c.data.max_len = 256
   return c

@@ -38,13 +38,13 @@ def get_config(variant: str = "minilm"):
   if variant == "minilm":
     c.model.pretrained = minilm.minilm_path()
     c.init.kind = "pretrained"
-    c.n_per_class = 1
+    c.synthetic.n_per_class = 1
     # SST-2 was still improving at 100 (72.3% → 73.2% over 5 seeds); Rotten Tomatoes needs
     # --config.outer.steps=500 (72.80% at 300 → 75.98% at 500), AG News plateaus by 50,
     # IMDB (--config.max_len=128) still rises at 300 (69.70% at 100 → 75.83% at 300).
     c.outer.steps = 300
     c.outer.eval_every = 50
-    c.inner_steps = 5
+    c.inner.steps = 5
     c.inner.lr = 0.05
     c.outer.lr = 1e-3
   elif variant in ("tiny_adam", "tiny_tokens", "tiny_mean_tokens", "tiny_superpose"):
@@ -52,7 +52,7 @@ def get_config(variant: str = "minilm"):
     c.inner.optimizer = "adam"
     c.inner.adam_eps = 1e-6
     c.inner.lr = 1e-3
-    c.inner_steps = 30
+    c.inner.steps = 30
     c.inner.batch_size = 10
     c.outer.lr = 3e-3
     if variant in ("tiny_tokens", "tiny_mean_tokens", "tiny_superpose"):
@@ -61,7 +61,7 @@ def get_config(variant: str = "minilm"):
       # accuracy, 0.51) where they started in 50 outer steps.
       c.outer.lr = 0.3
     if variant == "tiny_tokens":
-      c.inner_steps = 100
+      c.inner.steps = 100
     if variant in ("tiny_mean_tokens", "tiny_superpose"):  # T=30, as tiny_adam
       c.model.pooling = "mean"
       c.inner.lr = 3e-3  # the best Adam step size of the T=30 real-data ceiling with mean pooling

@@ -1,7 +1,7 @@
 """Accuracy of trained models, and evaluation of distilled sets against baselines.
 
 Every model trained here — on a distilled set, a random real subset or decoded
-text — goes through `distill.train_on_set`, the same inner loop distillation
+text — goes through `fit.train_on_set`, the same inner loop distillation
 differentiates through.
 """
 
@@ -18,48 +18,24 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import checkpoint, data, decode, distill, modeling, synthetic
-
-
-def accuracy(model, params: modeling.Params, split: data.Split, batch_size: int = 256) -> float:
-  """Accuracy over the whole split; the last batch is padded so one compilation serves all."""
-  predict = _predict_fn(model)
-  correct, n = 0, len(split)
-  for start in range(0, n, batch_size):
-    ids = split.input_ids[start:start + batch_size]
-    mask = split.attention_mask[start:start + batch_size]
-    real = ids.shape[0]
-    if real < batch_size:
-      pad = ((0, batch_size - real), (0, 0))
-      ids, mask = np.pad(ids, pad), np.pad(mask, pad)
-    pred = np.asarray(predict(params, ids, mask))[:real]
-    correct += int((pred == split.labels[start:start + real]).sum())
-  return correct / max(n, 1)
+from distill_jax import checkpoint, config as config_lib, data, decode, fit, modeling, synthetic
+from distill_jax.errors import UserError
 
 
 @functools.lru_cache(maxsize=None)
-def _predict_fn(model) -> Callable:
-  @jax.jit
-  def predict(params, ids, mask):
-    logits = modeling.classify(model, params, dict(input_ids=ids, attention_mask=mask))
-    return jnp.argmax(logits, -1)
-  return predict
-
-
-@functools.lru_cache(maxsize=None)
-def make_trainer(model, spec: distill.InnerSpec) -> Callable:
+def make_trainer(model, spec: fit.InnerSpec) -> Callable:
   """jit(θ0 key, data, lrs) → θT; forward only, so no remat is needed."""
   # Forward only: no remat, and every one of the T steps (no truncation or random window).
-  fwd = distill.InnerSpec(**{**spec.__dict__, "remat": False, "backprop_steps": 0, "random_window": False})
+  fwd = fit.InnerSpec(**{**spec.__dict__, "remat": False, "backprop_steps": 0, "random_window": False})
 
   @jax.jit
   def train(theta0, data_arrays, lrs, key):
-    theta_t, losses = distill.train_on_set(model, theta0, data_arrays, lrs, key, fwd)
+    theta_t, losses = fit.train_on_set(model, theta0, data_arrays, lrs, key, fwd)
     return theta_t, losses[-1]
   return train
 
 
-def evaluate_set(model, init_fn: Callable, data_arrays: dict, lrs: jax.Array, spec: distill.InnerSpec,
+def evaluate_set(model, init_fn: Callable, data_arrays: dict, lrs: jax.Array, spec: fit.InnerSpec,
                  split: data.Split, seeds: int, seed_offset: int = 1000, batch_size: int = 256) -> list[float]:
   """Trains `seeds` fresh θ0 on `data_arrays` and returns each one's accuracy on `split`.
 
@@ -70,7 +46,7 @@ def evaluate_set(model, init_fn: Callable, data_arrays: dict, lrs: jax.Array, sp
   for s in range(seeds):
     k_init, k_inner = jax.random.split(jax.random.PRNGKey(seed_offset + s))
     theta_t, _ = train(init_fn(k_init), data_arrays, lrs, k_inner)
-    accs.append(accuracy(model, theta_t, split, batch_size))
+    accs.append(modeling.accuracy(model, theta_t, split, batch_size))
   return accs
 
 
@@ -85,7 +61,7 @@ def summary(accs: list[float]) -> dict:
   return dict(mean=float(np.mean(accs)), std=float(np.std(accs)), n=len(accs), accs=[float(a) for a in accs])
 
 
-def tune_constant_lr(model, init_fn, train_arrays: dict, spec: distill.InnerSpec, tune_split: data.Split,
+def tune_constant_lr(model, init_fn, train_arrays: dict, spec: fit.InnerSpec, tune_split: data.Split,
                      grid: tuple, seeds: int) -> tuple[float, dict]:
   """Best constant step size on held-out training rows (never on the evaluation split)."""
   scores = {}
@@ -97,7 +73,7 @@ def tune_constant_lr(model, init_fn, train_arrays: dict, spec: distill.InnerSpec
   return best, scores
 
 
-def real_ceiling(model, init_fn, train: data.Split, num_classes: int, spec: distill.InnerSpec,
+def real_ceiling(model, init_fn, train: data.Split, num_classes: int, spec: fit.InnerSpec,
                  tune: data.Split, split: data.Split, grid: tuple, seeds: int, batch_size: int = 64,
                  eval_batch_size: int = 256) -> dict:
   """Accuracy after `spec.steps` inner-optimizer steps on real minibatches of `batch_size`.
@@ -114,7 +90,7 @@ def real_ceiling(model, init_fn, train: data.Split, num_classes: int, spec: dist
   return dict(summary(accs), lr=best_lr, lr_scores=scores, steps=spec.steps, batch_size=batch_size)
 
 
-def make_progress_evaluator(exp, spec: distill.InnerSpec, syn) -> Callable[[dict, dict], float]:
+def make_progress_evaluator(exp, spec: fit.InnerSpec, syn) -> Callable[[dict, dict], float]:
   """Mean accuracy of `outer.eval_seeds` fresh models on the first `outer.eval_rows` eval rows."""
   o = exp.cfg.outer
   pick = np.random.default_rng(0).permutation(len(exp.eval))[:o.eval_rows]  # files may be sorted by label
@@ -151,8 +127,8 @@ def eval_config(cli_cfg: ml_collections.ConfigDict, saved: dict) -> ml_collectio
 
   with cfg.unlocked(), cfg.ignore_type():
     merge(cfg, saved)
-    for key in ("data_dir", "vocab", "cache_dir", "eval_split", "eval_limit", "checkpoint"):
-      cfg[key] = cli_cfg[key]
+    for key in ("data_dir", "vocab", "cache_dir", "eval_split", "eval_limit"):
+      cfg.data[key] = cli_cfg.data[key]
     cfg.mode = "evaluate"
     cfg.evaluate = cli_cfg.evaluate
     if cli_cfg.evaluate.init_kind:
@@ -160,30 +136,50 @@ def eval_config(cli_cfg: ml_collections.ConfigDict, saved: dict) -> ml_collectio
   return cfg
 
 
+def _restore_set(mngr, learned0: dict, static0: dict) -> tuple[dict, dict, int]:
+  """The checkpoint's learned set, static arrays and outer step, checked against the config's shapes.
+
+  Restored without the optimizer state: evaluation needs only the set.
+  """
+  ckpt = checkpoint.restore_state(mngr)
+  learned, static = ckpt["state"]["learned"], ckpt["static"]
+  want = jax.tree_util.tree_map(lambda a: (tuple(a.shape), str(a.dtype)), (learned0, static0))
+  got = jax.tree_util.tree_map(lambda a: (tuple(a.shape), str(a.dtype)), (learned, static))
+  if want != got:
+    raise UserError(f"checkpoint {mngr.directory} does not fit the config saved inside it (its arrays differ "
+                    "from the set this code builds); evaluate it with the distill_jax version that wrote it")
+  as_device = lambda tree: jax.tree_util.tree_map(jnp.asarray, tree)
+  return as_device(learned), as_device(static), int(ckpt["state"]["step"])
+
+
 def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> dict:
   """Distilled set vs its own starting point, a random real subset of the same size, the real-data
   ceiling and its decoded text."""
-  mngr = checkpoint.manager(checkpoint_dir(cli_cfg.checkpoint), create=False)
+  mngr = checkpoint.manager(checkpoint_dir(cli_cfg.evaluate.checkpoint), create=False)
   cfg = eval_config(cli_cfg, checkpoint.restore_config(mngr))
+  config_lib.validate(cfg)
+  if cfg.data.dataset != cli_cfg.data.dataset:
+    logging.warning("evaluating on %s, the dataset of the checkpoint (the config names %s)",
+                    cfg.data.dataset, cli_cfg.data.dataset)
   exp = setup(cfg)
-  syn, spec, _, template = distill.make_problem(exp)
-  ckpt = checkpoint.restore_state(mngr, template)
-  learned, static = ckpt["state"]["learned"], ckpt["static"]
+  syn, start, start_static = synthetic.initial_set(exp)
+  spec = fit.InnerSpec.from_config(cfg)
+  learned, static, outer_steps = _restore_set(mngr, start, start_static)
   e = cfg.evaluate
-  n_syn = cfg.n_per_class * exp.num_classes
+  n_syn = cfg.synthetic.n_per_class * exp.num_classes
   syn_data = syn.materialize(learned["data"], static)
   lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
   run = functools.partial(evaluate_set, exp.model, exp.init_fn, spec=spec, split=exp.eval, seeds=e.seeds,
                           batch_size=e.batch_size)
-  result = dict(dataset=exp.spec.name, eval_split=cfg.eval_split or exp.spec.eval_split,
-                train_split=cfg.train_split or exp.spec.train_split, n_per_class=cfg.n_per_class,
-                num_examples=n_syn, inner_steps=cfg.inner_steps, init_kind=cfg.init.kind,
+  result = dict(dataset=exp.spec.name, eval_split=cfg.data.eval_split or exp.spec.eval_split,
+                train_split=cfg.data.train_split or exp.spec.train_split, n_per_class=cfg.synthetic.n_per_class,
+                num_examples=n_syn, inner_steps=cfg.inner.steps, init_kind=cfg.init.kind,
                 inner_optimizer=cfg.inner.optimizer, label_mode=cfg.synthetic.label_mode,
                 synthetic_kind=cfg.synthetic.kind, superpose=cfg.synthetic.superpose,
                 candidates_per_position=cfg.synthetic.candidates_per_position,
                 fixed_word_embeddings=cfg.init.fixed_word_embeddings,
                 pooling=cfg.model.pooling,
-                outer_steps=int(ckpt["state"]["step"]), step_sizes=np.asarray(lrs).tolist(),
+                outer_steps=outer_steps, step_sizes=np.asarray(lrs).tolist(),
                 storage_floats=synthetic.num_learned_floats(learned["data"]))
   result["distilled"] = summary(run(data_arrays=syn_data, lrs=lrs))
   logging.info("distilled: %.4f ± %.4f", result["distilled"]["mean"], result["distilled"]["std"])
@@ -193,13 +189,11 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
   tune, pool = exp.train.subset(np.sort(perm[:n_tune])), np.sort(perm[n_tune:])
   grid, tune_seeds = tuple(e.lr_grid), max(1, e.seeds // 2)
   if e.baselines:
-    # The set as it started (outer step 0, step sizes inner.lr; the restore template holds it): what
-    # distillation itself added.
-    start = template["state"]["learned"]
-    result["initial_set"] = summary(run(data_arrays=syn.materialize(start["data"], template["static"]),
+    # The set as it started (outer step 0, step sizes inner.lr): what distillation itself added.
+    result["initial_set"] = summary(run(data_arrays=syn.materialize(start["data"], start_static),
                                         lrs=synthetic.step_sizes(start["lr"], spec.lr_param)))
     logging.info("initial set: %.4f ± %.4f", result["initial_set"]["mean"], result["initial_set"]["std"])
-    idx = pool[data.sample_per_class(exp.train.labels[pool], cfg.n_per_class, exp.num_classes, cfg.seed)]
+    idx = pool[data.sample_per_class(exp.train.labels[pool], cfg.synthetic.n_per_class, exp.num_classes, cfg.seed)]
     subset = real_subset(exp.train, idx, exp.num_classes)
     best_lr, scores = tune_constant_lr(exp.model, exp.init_fn, subset, spec, tune, grid, tune_seeds)
     result["random_subset"] = dict(summary(run(data_arrays=subset, lrs=jnp.full((spec.steps,), best_lr))),
@@ -213,7 +207,7 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                  result["real_ceiling"]["mean"], result["real_ceiling"]["std"])
   if e.decode:
     table = modeling.word_table(exp.init_fn(jax.random.PRNGKey(cfg.init.seed)))
-    tok = data.get_tokenizer(cfg.vocab or None)
+    tok = data.get_tokenizer(cfg.data.vocab or None)
     # Token distributions decode to their most likely tokens, whatever the metric ("argmax").
     for metric in ("argmax",) if "token_probs" in syn_data else ("cosine", "l2"):
       ids = decode.decode_set(syn_data, table, metric)

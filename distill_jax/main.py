@@ -16,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from distill_jax import evaluate, experiment, metrics, parallel
+from distill_jax import config as config_lib, evaluate, experiment, metrics, parallel, runtime
 from distill_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -44,8 +44,9 @@ def prepare_workdir(workdir: str, cfg) -> None:
 
 
 def run(cfg, workdir: str) -> dict:
+  cfg = config_lib.upgrade_config(cfg)
+  config_lib.validate(cfg)  # before any data is read or the workdir is touched
   parallel.maybe_initialize_distributed(cfg)  # before anything touches a device
-  experiment.validate(cfg)
   prepare_workdir(workdir, cfg)
   if cfg.mode == "evaluate":
     result = evaluate.evaluate_checkpoint(cfg, experiment.setup)
@@ -56,8 +57,9 @@ def run(cfg, workdir: str) -> dict:
       result = train.train_and_evaluate(exp, workdir)
     else:
       from distill_jax import distill
-      result = distill.distill_and_save(exp, workdir, evaluate.make_progress_evaluator)
-  result = dict(result, mode=cfg.mode, dataset=cfg.dataset, git_commit=_git_commit())
+      result = distill.distill_and_save(exp, workdir)
+    result = dict(result, dataset=exp.spec.name)
+  result = dict(result, mode=cfg.mode, git_commit=_git_commit())
   metrics.write_json(os.path.join(workdir, f"result_{cfg.mode}.json"), result)
   return result
 
@@ -93,7 +95,7 @@ def main(argv) -> None:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl parsing, with bad overrides reported in one line instead of a traceback."""
   try:
-    return FLAGS(argv)
+    return FLAGS(config_lib.rename_flags(argv))
   except flags.Error as e:
     msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
     _fail(f"{msg} (see --helpshort)")
@@ -109,6 +111,7 @@ def _fail(message: str) -> None:
 
 
 def entry() -> None:
+  runtime.configure()
   app.run(main, flags_parser=parse_flags)
 
 

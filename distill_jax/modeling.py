@@ -3,17 +3,21 @@ trainable/frozen split and the classification loss."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import functools
+from typing import TYPE_CHECKING, Callable, Optional
 
 import chex
 import flax.traverse_util as tu
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
+import numpy as np
 
 from distill_jax.errors import UserError
 from distill_jax.models import bert
+
+if TYPE_CHECKING:
+  from distill_jax import data
 
 Params = dict
 WORD_EMBEDDINGS = ("embeddings", "word_embeddings", "embedding")
@@ -28,9 +32,6 @@ def build_model(cfg: ml_collections.ConfigDict, num_labels: int,
     config = bert.BertConfig.from_dict(pretrained_config.to_dict(), **overrides)
   else:
     config = bert.preset(cfg.model.size, **overrides)
-  if cfg.max_len > config.max_position_embeddings:
-    raise UserError(f"max_len={cfg.max_len} exceeds the model's {config.max_position_embeddings} "
-                    "position embeddings; lower --config.max_len")
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
   matmul_dtype = None if cfg.model.matmul_dtype in ("model", cfg.model.dtype) else dtypes[cfg.model.matmul_dtype]
   return bert.BertForSequenceClassification(config, dtype=dtypes[cfg.model.dtype], matmul_dtype=matmul_dtype,
@@ -140,14 +141,26 @@ def loss_and_accuracy(model: bert.BertForSequenceClassification, params: Params,
   return loss, acc
 
 
-def make_tx(kind: str, lr: float | optax.Schedule, clip: float = 0.0, **kw: Any) -> optax.GradientTransformation:
-  """Outer (and full-data) optimizer."""
-  if kind == "adam":
-    tx = optax.adam(lr)
-  elif kind == "adamw":
-    tx = optax.adamw(lr, weight_decay=kw.get("weight_decay", 0.01))
-  elif kind == "sgd":
-    tx = optax.sgd(lr, momentum=kw.get("momentum", 0.9) or None)
-  else:
-    raise UserError(f"unknown optimizer {kind!r}; use 'adam', 'adamw' or 'sgd'")
-  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+def accuracy(model: bert.BertForSequenceClassification, params: Params, split: "data.Split",
+             batch_size: int = 256) -> float:
+  """Accuracy over the whole split; the last batch is padded so one compilation serves all."""
+  predict = _predict_fn(model)
+  correct, n = 0, len(split)
+  for start in range(0, n, batch_size):
+    ids = split.input_ids[start:start + batch_size]
+    mask = split.attention_mask[start:start + batch_size]
+    real = ids.shape[0]
+    if real < batch_size:
+      pad = ((0, batch_size - real), (0, 0))
+      ids, mask = np.pad(ids, pad), np.pad(mask, pad)
+    pred = np.asarray(predict(params, ids, mask))[:real]
+    correct += int((pred == split.labels[start:start + real]).sum())
+  return correct / max(n, 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _predict_fn(model: bert.BertForSequenceClassification) -> Callable:
+  @jax.jit
+  def predict(params, ids, mask):
+    return jnp.argmax(classify(model, params, dict(input_ids=ids, attention_mask=mask)), -1)
+  return predict

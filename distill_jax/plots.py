@@ -82,7 +82,7 @@ def render(workdir: str, data_dir: str = "", real_rows: int = 500) -> list[str]:
   mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), create=False)
   cfg = ml_collections.ConfigDict(checkpoint.restore_config(mngr))
   if data_dir:
-    cfg.data_dir = data_dir
+    cfg.data.data_dir = data_dir
   exp = experiment.setup(cfg)
   syn, spec, _, template = distill.make_problem(exp)
   ckpt = checkpoint.restore_state(mngr, template)
@@ -101,7 +101,7 @@ def render(workdir: str, data_dir: str = "", real_rows: int = 500) -> list[str]:
   labels = np.asarray(ckpt["static"]["labels"])
   made.append(plot_similarity(sim, labels, rows.labels, out))
   ids = decode.decode_set(syn_data, table, "cosine")
-  texts = decode.texts(ids, syn_data["attention_mask"], data.get_tokenizer(cfg.vocab or None))
+  texts = decode.texts(ids, syn_data["attention_mask"], data.get_tokenizer(cfg.data.vocab or None))
   path = os.path.join(out, "decoded.txt")
   with open(path, "w") as f:
     for c, name in enumerate(exp.spec.label_names):
@@ -124,6 +124,8 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  from distill_jax import runtime
+  runtime.configure()
   # Defined here, not at import, so importing this module next to `main` does not clash on --workdir.
   flags.DEFINE_string("workdir", None, "Workdir of a distillation run.")
   flags.DEFINE_string("data_dir", "", "Overrides the run's data_dir (e.g. on another machine).")

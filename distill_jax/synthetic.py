@@ -19,7 +19,7 @@ one it has.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import chex
 import jax
@@ -27,7 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from distill_jax import data, modeling
 from distill_jax.errors import UserError
+
+if TYPE_CHECKING:
+  from distill_jax import experiment
 
 LABEL_MODES = ("hard", "soft", "real")
 # Initial scale of learned soft-label logits: softmax(10·onehot) ≈ 0.99995 on the class.
@@ -234,3 +238,54 @@ def init_step_sizes(lr: float, steps: int, param: str) -> jax.Array:
 def step_sizes(raw: jax.Array, param: str) -> jax.Array:
   """Positive per-step learning rates from their raw parametrisation."""
   return jax.nn.softplus(raw) if param == "softplus" else jnp.exp(raw)
+
+
+# ---- the starting set of a run ---------------------------------------------
+
+def _initial_embeddings(exp: "experiment.Experiment", idx: np.ndarray,
+                        shape: SetShape) -> tuple[jax.Array, np.ndarray]:
+  """Starting inputs and masks of an embedding-space set: the chosen real examples, or noise."""
+  cfg = exp.cfg
+  if cfg.synthetic.init == "real":
+    table = modeling.word_table(exp.init_fn(jax.random.PRNGKey(cfg.init.seed)))
+    return table[jnp.asarray(exp.train.input_ids[idx])], exp.train.attention_mask[idx]
+  if cfg.synthetic.init == "random":
+    key = jax.random.PRNGKey(cfg.seed + 1)
+    embeds = cfg.synthetic.init_std * jax.random.normal(key, (shape.num_examples, shape.seq_len, shape.hidden))
+    return embeds, np.ones((shape.num_examples, shape.seq_len), np.int32)
+  raise UserError(f"unknown synthetic.init {cfg.synthetic.init!r}; use 'real' or 'random'")
+
+
+def token_set(syn: Tokens, split: data.Split, n_per_class: int, k: int, seed: int,
+              vocab_size: int) -> tuple[dict, dict]:
+  """A token set's starting params and static arrays: n_per_class examples per class, each the
+  superposition of k real rows of `split` of its class (sampled class by class, so rows stay grouped)."""
+  c = syn.shape.num_classes
+  idx = data.sample_per_class(split.labels, n_per_class * k, c, seed)
+  ids = split.input_ids[idx].reshape(n_per_class * c, k, -1)
+  vocab = candidate_vocab(split.input_ids, ids, vocab_size)
+  return syn.init(ids, split.attention_mask[idx].reshape(ids.shape), split.labels[idx][::k], vocab)
+
+
+def initial_set(exp: "experiment.Experiment") -> tuple[Any, dict, dict]:
+  """The parametrisation, its initial learned params (data + raw step sizes) and static arrays."""
+  cfg = exp.cfg
+  c = exp.num_classes
+  shape = SetShape(cfg.synthetic.n_per_class * c, cfg.data.max_len, exp.model.config.hidden_size, c,
+                   cfg.synthetic.label_mode)
+  syn = build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases, cfg.synthetic.token_logit_scale,
+              cfg.synthetic.candidates_per_position)
+  if cfg.synthetic.kind == "tokens":
+    if cfg.synthetic.init != "real":
+      raise UserError("synthetic.kind='tokens' starts from real examples; use --config.synthetic.init=real")
+    params, static = token_set(syn, exp.train, cfg.synthetic.n_per_class, cfg.synthetic.superpose, cfg.seed,
+                               cfg.synthetic.vocab_size)
+  else:
+    idx = data.sample_per_class(exp.train.labels, cfg.synthetic.n_per_class, c, cfg.seed)
+    params, static = syn.init(*_initial_embeddings(exp, idx, shape), exp.train.labels[idx])
+  lr = init_step_sizes(cfg.inner.lr, cfg.inner.steps, cfg.inner.lr_param)
+  if cfg.inner.lr_groups != "global":  # [T, G]: only then is the parameter tree's shape needed
+    groups = modeling.lr_groups(jax.eval_shape(exp.init_fn, jax.random.PRNGKey(0)), cfg.inner.lr_groups)
+    lr = jnp.tile(lr[:, None], (1, len(groups)))
+  learned = {"data": params, "lr": lr}
+  return syn, learned, static

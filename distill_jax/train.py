@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from distill_jax import checkpoint, data, evaluate, inner, metrics, modeling
+from distill_jax import checkpoint, data, inner, metrics, modeling
 from distill_jax.errors import UserError
 from distill_jax.experiment import Experiment
 
@@ -72,7 +72,7 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
                         f"(best checkpoint so far is intact in {mngr.directory})")
       progress.log(step, epoch=epoch, loss=float(loss), lr=float(lrs_all[step - 1]))
       writer.write(step, train_loss=float(loss))
-    acc = evaluate.accuracy(exp.model, params, exp.eval, t.eval_batch_size)
+    acc = modeling.accuracy(exp.model, params, exp.eval, t.eval_batch_size)
     history.append(acc)
     writer.write(step, eval_accuracy=acc, epoch=epoch)
     logging.info("epoch %d: eval accuracy %.4f", epoch, acc)

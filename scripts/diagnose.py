@@ -36,7 +36,6 @@ Usage:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -49,7 +48,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from distill_jax import data, distill, evaluate, experiment, inner, modeling, synthetic  # noqa: E402
+from distill_jax import data, distill, evaluate, experiment, fit, inner, runtime, synthetic  # noqa: E402
 from distill_jax.models import bert  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Dataset config.", lock_config=False)
@@ -81,7 +80,7 @@ def ceiling(cfg) -> dict:
   for opt in FLAGS.optimizers:
     grid = tuple(float(x) for x in (FLAGS.sgd_grid if opt == "sgd" else FLAGS.adam_grid))
     for t in (int(s) for s in FLAGS.steps):
-      spec = distill.InnerSpec(steps=t, batch_size=64, tx=inner.direction(opt, momentum=cfg.inner.momentum),
+      spec = fit.InnerSpec(steps=t, batch_size=64, tx=inner.direction(opt, momentum=cfg.inner.momentum),
                                lr_param="softplus", remat=False, freeze_word_embeddings=FLAGS.freeze_word_table)
       t0 = time.perf_counter()
       r = evaluate.real_ceiling(exp.model, exp.init_fn, pool, exp.num_classes, spec, tune, exp.eval, grid,
@@ -102,7 +101,7 @@ def coverage(cfg) -> dict:
   grid = tuple(float(x) for x in (FLAGS.sgd_grid if opt == "sgd" else FLAGS.adam_grid))
 
   def score(arrays, batch_size):
-    spec = distill.InnerSpec(steps=cfg.inner_steps, batch_size=batch_size, tx=tx, lr_param="softplus", remat=False)
+    spec = fit.InnerSpec(steps=cfg.inner.steps, batch_size=batch_size, tx=tx, lr_param="softplus", remat=False)
     lr, scores = evaluate.tune_constant_lr(exp.model, exp.init_fn, arrays, spec, tune, grid, max(1, FLAGS.seeds // 2))
     accs = evaluate.evaluate_set(exp.model, exp.init_fn, arrays, jnp.full((spec.steps,), lr), spec, exp.eval,
                                  FLAGS.seeds)
@@ -114,18 +113,18 @@ def coverage(cfg) -> dict:
     r = dict(score(evaluate.real_subset(pool, idx, c), 64), per_class=n, sentences=len(idx))
     print(f"real subset, {n or 'all'} per class: {100 * r['mean']:.2f} ± {100 * r['std']:.2f}", flush=True)
     subsets.append(r)
-  n = cfg.n_per_class
-  shape = synthetic.SetShape(n * c, cfg.max_len, exp.model.config.hidden_size, c, "hard")
+  n = cfg.synthetic.n_per_class
+  shape = synthetic.SetShape(n * c, cfg.data.max_len, exp.model.config.hidden_size, c, "hard")
   # As build_synthetic stores the set (candidates_per_position included), hard labels.
   syn = synthetic.build("tokens", shape, token_logit_scale=cfg.synthetic.token_logit_scale,
                         candidates_per_position=cfg.synthetic.candidates_per_position)
   for k in (int(x) for x in FLAGS.superpose):
-    params, static = distill.token_set(syn, pool, n, k, cfg.seed, cfg.synthetic.vocab_size)
+    params, static = synthetic.token_set(syn, pool, n, k, cfg.seed, cfg.synthetic.vocab_size)
     r = dict(score(syn.materialize(params, static), 0), superpose=k, sentences=n * c * k)
     print(f"{n} per class, each superposing {k}: {100 * r['mean']:.2f} ± {100 * r['std']:.2f}", flush=True)
     superposed.append(r)
   return dict(dataset=exp.spec.name, init=cfg.init.to_dict(), model=cfg.model.to_dict(), inner_optimizer=opt,
-              inner_steps=cfg.inner_steps, n_per_class=n, subsets=subsets, superposed=superposed)
+              inner_steps=cfg.inner.steps, n_per_class=n, subsets=subsets, superposed=superposed)
 
 
 def gradient_stats(cfg, variants: dict[str, dict]) -> dict:
@@ -153,7 +152,7 @@ def gradient_stats(cfg, variants: dict[str, dict]) -> dict:
 
 
 def pooling_stats(cfg) -> dict:
-  exp = experiment.setup(experiment.with_overrides(cfg, {"eval_limit": 512}))
+  exp = experiment.setup(experiment.with_overrides(cfg, {"data.eval_limit": 512}))
   ids, mask = jnp.asarray(exp.eval.input_ids), jnp.asarray(exp.eval.attention_mask)
   states = jax.jit(lambda p: exp.model.apply({"params": p}, ids, mask, method="encode"))
   rows = {name: [] for name in bert.POOLINGS}
@@ -188,11 +187,12 @@ def main(argv) -> None:
     raise app.UsageError("first argument: ceiling | gradients | pooling | coverage")
   result["command"] = "python scripts/diagnose.py " + " ".join(sys.argv[1:])
   model = cfg.model.size if not cfg.model.pretrained else "pretrained"
-  path = os.path.join(FLAGS.out, f"{cmd}_{cfg.dataset}_{model}{'_' + FLAGS.tag if FLAGS.tag else ''}.json")
+  path = os.path.join(FLAGS.out, f"{cmd}_{cfg.data.dataset}_{model}{'_' + FLAGS.tag if FLAGS.tag else ''}.json")
   with open(path, "w") as f:
     json.dump(result, f, indent=2)
   print(path)
 
 
 if __name__ == "__main__":
+  runtime.configure()
   app.run(main)

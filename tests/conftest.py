@@ -24,12 +24,12 @@ def tiny_cli_config(tmp_path, **overrides):
   """configs/rotten_tomatoes.py shrunk to seconds: a few dozen real rows, T=3, 4 outer steps."""
   from configs import rotten_tomatoes
   c = rotten_tomatoes.get_config()
-  c.cache_dir = str(tmp_path / "cache")
-  c.max_len = 16
-  c.train_limit = 64
-  c.eval_limit = 32
-  c.n_per_class = 2
-  c.inner_steps = 3
+  c.data.cache_dir = str(tmp_path / "cache")
+  c.data.max_len = 16
+  c.data.train_limit = 64
+  c.data.eval_limit = 32
+  c.synthetic.n_per_class = 2
+  c.inner.steps = 3
   c.outer.steps = 4
   c.outer.real_batch_size = 16
   c.outer.log_every = 1

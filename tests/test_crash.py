@@ -12,8 +12,8 @@ import numpy as np
 from test_main import TINY, cli
 from conftest import REPO
 
-ARGS = ["--config.outer.steps=8", "--config.outer.checkpoint_every=1", "--config.n_per_class=2",
-        "--config.inner_steps=2", "--config.outer.log_every=1", *TINY]
+ARGS = ["--config.outer.steps=8", "--config.outer.checkpoint_every=1", "--config.synthetic.n_per_class=2",
+        "--config.inner.steps=2", "--config.outer.log_every=1", *TINY]
 
 
 def _final_set(workdir):

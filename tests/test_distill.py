@@ -2,23 +2,18 @@
 
 import json
 import os
-import pathlib
 
 import jax
 import numpy as np
 import pytest
 
-from distill_jax import checkpoint, distill, experiment, main, synthetic
+from distill_jax import checkpoint, config, data, distill, experiment, main, synthetic
 from distill_jax.errors import UserError
 from conftest import tiny_cli_config
 
 
-def _learned(workdir, **overrides):
-  mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), create=False)
-  cfg = tiny_cli_config(pathlib.Path(workdir).parent, **overrides)  # only for the template shapes
-  exp = experiment.setup(cfg)
-  _, _, _, template = distill.make_problem(exp)
-  return checkpoint.restore_state(mngr, template)
+def _learned(workdir):
+  return checkpoint.restore_state(checkpoint.manager(os.path.join(workdir, "checkpoints"), create=False))
 
 
 def test_resume_is_bitwise_identical(tmp_path):
@@ -69,13 +64,13 @@ def test_non_finite_meta_loss_stops_with_checkpoint_intact(tmp_path):
 
 def test_incompatible_checkpoint_is_refused(tmp_path):
   main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
-  with pytest.raises(UserError, match="n_per_class=2 but the config has 3"):
-    main.run(tiny_cli_config(tmp_path, **{"n_per_class": 3}), str(tmp_path / "run"))
+  with pytest.raises(UserError, match="synthetic.n_per_class=2 but the config has 3"):
+    main.run(tiny_cli_config(tmp_path, **{"synthetic.n_per_class": 3}), str(tmp_path / "run"))
 
 
 def test_evaluate_mode_reports_distilled_baselines_and_decoded(tmp_path):
   main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
-  cfg = tiny_cli_config(tmp_path, mode="evaluate", checkpoint=str(tmp_path / "run"))
+  cfg = tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": str(tmp_path / "run")})
   r = main.run(cfg, str(tmp_path / "eval"))
   for key in ("distilled", "initial_set", "random_subset", "decoded_cosine", "decoded_l2"):
     assert r[key]["n"] == 2 and 0.0 <= r[key]["mean"] <= 1.0, key
@@ -104,10 +99,11 @@ def test_evaluate_config_keeps_saved_values_and_defaults_keys_the_checkpoint_pre
   cli = tiny_cli_config(tmp_path)
   saved = cli.to_dict()
   saved["inner"] = {k: v for k, v in saved["inner"].items() if k != "random_window"}  # an older run
+  del saved["inner"]["steps"]  # an older run: flat keys from before the config was grouped
   saved["inner_steps"], saved["inner"]["lr"] = 7, 0.123
   cli.evaluate.seeds = 3
-  cfg = evaluate.eval_config(cli, saved)
-  assert cfg.inner_steps == 7 and cfg.inner.lr == 0.123  # the distillation run's values
+  cfg = evaluate.eval_config(cli, config.upgrade(saved))
+  assert cfg.inner.steps == 7 and cfg.inner.lr == 0.123  # the distillation run's values
   assert cfg.inner.random_window is False  # the missing key: today's default
   assert cfg.evaluate.seeds == 3 and cfg.mode == "evaluate"  # this command's evaluation settings
 
@@ -115,9 +111,9 @@ def test_evaluate_config_keeps_saved_values_and_defaults_keys_the_checkpoint_pre
 def test_per_group_step_sizes_and_random_windows_distil_and_evaluate(tmp_path):
   over = {"outer.steps": 2, "inner.lr_groups": "layer", "inner.backprop_steps": 2, "inner.random_window": True}
   main.run(tiny_cli_config(tmp_path, **over), str(tmp_path / "run"))
-  lr = np.asarray(_learned(str(tmp_path / "run"), **over)["state"]["learned"]["lr"])
+  lr = np.asarray(_learned(str(tmp_path / "run"))["state"]["learned"]["lr"])
   assert lr.shape == (3, 5) and np.abs(lr - lr[0, 0]).max() > 0  # [T, groups], and learned
-  cfg = tiny_cli_config(tmp_path, mode="evaluate", checkpoint=str(tmp_path / "run"),
+  cfg = tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": str(tmp_path / "run")},
                         **{"evaluate.baselines": False, "evaluate.decode": False})
   r = main.run(cfg, str(tmp_path / "eval"))
   assert np.asarray(r["step_sizes"]).shape == (3, 5) and 0.0 <= r["distilled"]["mean"] <= 1.0
@@ -129,12 +125,12 @@ def test_token_distributions_distil_resume_and_evaluate_with_decoding(tmp_path):
   over = {"synthetic.kind": "tokens", "synthetic.vocab_size": 64, "init.fixed_word_embeddings": True,
           "outer.lr": 0.1}
   main.run(tiny_cli_config(tmp_path, **{**over, "outer.steps": 2}), str(tmp_path / "run"))
-  d0 = _learned(str(tmp_path / "run"), **over)["state"]["learned"]["data"]["logits"]
+  d0 = _learned(str(tmp_path / "run"))["state"]["learned"]["data"]["logits"]
   main.run(tiny_cli_config(tmp_path, **over), str(tmp_path / "run"))  # resumes to outer.steps=4
-  d1 = _learned(str(tmp_path / "run"), **over)["state"]["learned"]["data"]["logits"]
+  d1 = _learned(str(tmp_path / "run"))["state"]["learned"]["data"]["logits"]
   assert d1.shape[-1] == 64 and np.abs(np.asarray(d1) - np.asarray(d0)).max() > 0
-  r = main.run(tiny_cli_config(tmp_path, mode="evaluate", checkpoint=str(tmp_path / "run"), **over),
-               str(tmp_path / "eval"))
+  evaluation = tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": str(tmp_path / "run")}, **over)
+  r = main.run(evaluation, str(tmp_path / "eval"))
   assert r["synthetic_kind"] == "tokens" and r["outer_steps"] == 4
   assert r["distilled"]["n"] == 2 and len(r["decoded_argmax"]["texts"]) == 4
   with pytest.raises(UserError, match="written with synthetic.vocab_size=64"):
@@ -146,9 +142,9 @@ def test_superposed_sets_start_from_real_examples_of_their_own_class(tmp_path):
   cfg = tiny_cli_config(tmp_path, **{"synthetic.kind": "tokens", "synthetic.superpose": 3,
                                      "synthetic.vocab_size": 256})
   exp = experiment.setup(cfg)
-  _, learned, static = distill.build_synthetic(exp)
+  _, learned, static = synthetic.initial_set(exp)
   np.testing.assert_array_equal(static["labels"], [0, 0, 1, 1])
-  rows = distill.data.sample_per_class(exp.train.labels, 2 * 3, 2, cfg.seed).reshape(4, 3)
+  rows = data.sample_per_class(exp.train.labels, 2 * 3, 2, cfg.seed).reshape(4, 3)
   assert np.all(exp.train.labels[rows] == np.asarray(static["labels"])[:, None])
   probs = np.asarray(jax.nn.softmax(learned["data"]["logits"], -1))
   vocab = np.asarray(static["vocab"][0])
@@ -164,10 +160,10 @@ def test_sparse_superposed_sets_distil_and_evaluate_from_their_candidates(tmp_pa
   over = {"synthetic.kind": "tokens", "synthetic.superpose": 3, "synthetic.vocab_size": 256,
           "synthetic.candidates_per_position": 3, "init.fixed_word_embeddings": True, "outer.lr": 0.1}
   main.run(tiny_cli_config(tmp_path, **over), str(tmp_path / "run"))
-  learned = _learned(str(tmp_path / "run"), **over)
-  start = distill.build_synthetic(experiment.setup(tiny_cli_config(tmp_path, **over)))[1]["data"]["logits"]
+  learned = _learned(str(tmp_path / "run"))
+  start = synthetic.initial_set(experiment.setup(tiny_cli_config(tmp_path, **over)))[1]["data"]["logits"]
   logits = learned["state"]["learned"]["data"]["logits"]
   assert logits.shape == (4, 16, 3) and np.abs(np.asarray(logits) - np.asarray(start)).max() > 0
-  r = main.run(tiny_cli_config(tmp_path, mode="evaluate", checkpoint=str(tmp_path / "run"), **over),
-               str(tmp_path / "eval"))
+  evaluation = tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": str(tmp_path / "run")}, **over)
+  r = main.run(evaluation, str(tmp_path / "eval"))
   assert r["storage_floats"] == 4 * 16 * 3 and r["distilled"]["n"] == 2 and r["outer_steps"] == 4

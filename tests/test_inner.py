@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax import distill, inner, modeling, synthetic
+from distill_jax import fit, inner, modeling, synthetic
 from distill_jax.models import bert
 from conftest import f64
 
@@ -19,7 +19,7 @@ def _problem(cfg, dtype=jnp.float32, optimizer="sgd", lr=0.1):
   init_fn = lambda k: jax.tree_util.tree_map(lambda x: x.astype(dtype), bert.init_params(model, k))
   # Adam's first steps are sign-like (g/|g|): its eps keeps the map smooth enough for finite differences.
   tx = inner.direction(optimizer, momentum=0.9, eps=1e-3)
-  spec = distill.InnerSpec(steps=T, batch_size=2, tx=tx,
+  spec = fit.InnerSpec(steps=T, batch_size=2, tx=tx,
                            lr_param="softplus", remat=True)
   key = jax.random.PRNGKey(3)
   data = dict(inputs_embeds=jax.random.normal(key, (M, L, cfg.hidden_size), dtype),
@@ -35,7 +35,7 @@ def _meta(model, init_fn, spec, real):
   def f(x, lr_raw):
     data = dict(inputs_embeds=x, attention_mask=jnp.ones(x.shape[:2], jnp.int32),
                 targets=jax.nn.one_hot(jnp.array([0, 1, 0, 1]), 2).astype(x.dtype))
-    theta, _ = distill.train_on_set(model, init_fn(jax.random.PRNGKey(0)), data,
+    theta, _ = fit.train_on_set(model, init_fn(jax.random.PRNGKey(0)), data,
                                     synthetic.step_sizes(lr_raw, "softplus"), jax.random.PRNGKey(1), spec)
     return modeling.loss_and_accuracy(model, theta, real)[0]
   return f
@@ -45,10 +45,10 @@ def test_scan_equals_python_unroll(tiny_bert_config):
   model, init_fn, spec, data, _, lr_raw = _problem(tiny_bert_config)
   lrs = synthetic.step_sizes(lr_raw, "softplus")
   theta0 = init_fn(jax.random.PRNGKey(0))
-  scanned, losses = distill.train_on_set(model, theta0, data, lrs, jax.random.PRNGKey(1), spec)
+  scanned, losses = fit.train_on_set(model, theta0, data, lrs, jax.random.PRNGKey(1), spec)
   # The same steps written out by hand.
   trainable, frozen = modeling.split_frozen(theta0, (modeling.WORD_EMBEDDINGS,))
-  idx = distill.minibatch_indices(jax.random.PRNGKey(1), T, M, 2)
+  idx = fit.minibatch_indices(jax.random.PRNGKey(1), T, M, 2)
   tx, state, p = spec.tx, spec.tx.init(trainable), trainable
   for t in range(T):
     batch = jax.tree_util.tree_map(lambda a: a[idx[t]], data)
@@ -70,7 +70,7 @@ def test_remat_does_not_change_gradients(tiny_bert_config, optimizer, x64):
     model, init_fn, spec, data, real, lr_raw = _problem(tiny_bert_config, dtype, optimizer)
     grads = {}
     for policy in ("nothing_saveable", "dots_saveable", "forward_over_reverse", None):
-      s = distill.InnerSpec(**{**spec.__dict__, "remat": policy is not None,
+      s = fit.InnerSpec(**{**spec.__dict__, "remat": policy is not None,
                                "remat_policy": policy or "nothing_saveable"})
       grads[policy] = jax.grad(_meta(model, init_fn, s, real), argnums=(0, 1))(data["inputs_embeds"], lr_raw)
     for policy in ("nothing_saveable", "dots_saveable", "forward_over_reverse"):
@@ -84,7 +84,7 @@ def test_remat_segments_do_not_change_gradients(tiny_bert_config, policy):
   model, init_fn, spec, data, real, lr_raw = _problem(tiny_bert_config)
   grads = {}
   for k in (0, 2, 5):  # T=5: per step; a 1-step remainder + two segments of 2; one segment of all steps
-    s = distill.InnerSpec(**{**spec.__dict__, "remat_policy": policy, "remat_segment": k})
+    s = fit.InnerSpec(**{**spec.__dict__, "remat_policy": policy, "remat_segment": k})
     grads[k] = jax.grad(_meta(model, init_fn, s, real), argnums=(0, 1))(data["inputs_embeds"], lr_raw)
   for k in (2, 5):
     for a, b in zip(jax.tree_util.tree_leaves(grads[k]), jax.tree_util.tree_leaves(grads[0])):
@@ -119,14 +119,14 @@ def test_forward_over_reverse_differentiates_the_inner_losses_too(tiny_bert_conf
   def objective(s):
     def f(x, lr_raw):
       d = dict(data, inputs_embeds=x)
-      theta, losses = distill.train_on_set(model, init_fn(jax.random.PRNGKey(0)), d,
+      theta, losses = fit.train_on_set(model, init_fn(jax.random.PRNGKey(0)), d,
                                            synthetic.step_sizes(lr_raw, "softplus"), jax.random.PRNGKey(1), s)
       return modeling.loss_and_accuracy(model, theta, real)[0] + 0.5 * jnp.sum(losses)
     return f
 
   with_losses = {}
   for policy in ("forward_over_reverse", None):
-    s = distill.InnerSpec(**{**spec.__dict__, "remat": policy is not None,
+    s = fit.InnerSpec(**{**spec.__dict__, "remat": policy is not None,
                              "remat_policy": policy or "nothing_saveable"})
     with_losses[policy] = jax.grad(objective(s), argnums=(0, 1))(data["inputs_embeds"], lr_raw)
   without = jax.grad(_meta(model, init_fn, spec, real), argnums=(0, 1))(data["inputs_embeds"], lr_raw)
@@ -160,7 +160,7 @@ def test_gradient_matches_finite_differences_float64(tiny_bert_config, optimizer
 def test_frozen_word_embeddings_stay_out_of_the_carry(tiny_bert_config):
   model, init_fn, spec, data, _, lr_raw = _problem(tiny_bert_config)
   theta0 = init_fn(jax.random.PRNGKey(0))
-  theta_t, _ = distill.train_on_set(model, theta0, data, synthetic.step_sizes(lr_raw, "softplus"),
+  theta_t, _ = fit.train_on_set(model, theta0, data, synthetic.step_sizes(lr_raw, "softplus"),
                                     jax.random.PRNGKey(1), spec)
   table = modeling.WORD_EMBEDDINGS
   np.testing.assert_array_equal(theta_t[table[0]][table[1]][table[2]], theta0[table[0]][table[1]][table[2]])
@@ -168,11 +168,11 @@ def test_frozen_word_embeddings_stay_out_of_the_carry(tiny_bert_config):
 
 
 def test_minibatch_indices_are_distinct_per_step():
-  idx = distill.minibatch_indices(jax.random.PRNGKey(0), 7, 10, 4)
+  idx = fit.minibatch_indices(jax.random.PRNGKey(0), 7, 10, 4)
   assert idx.shape == (7, 4)
   for row in np.asarray(idx):
     assert len(set(row.tolist())) == 4
-  full = distill.minibatch_indices(jax.random.PRNGKey(0), 3, 5, 0)
+  full = fit.minibatch_indices(jax.random.PRNGKey(0), 3, 5, 0)
   np.testing.assert_array_equal(full, np.tile(np.arange(5), (3, 1)))
 
 
@@ -182,7 +182,7 @@ def _meta_with_key(model, init_fn, spec, real):
   def f(x, lr_raw, key):
     data = dict(inputs_embeds=x, attention_mask=jnp.ones(x.shape[:2], jnp.int32),
                 targets=jax.nn.one_hot(jnp.array([0, 1, 0, 1]), 2).astype(x.dtype))
-    theta, _ = distill.train_on_set(model, init_fn(jax.random.PRNGKey(0)), data,
+    theta, _ = fit.train_on_set(model, init_fn(jax.random.PRNGKey(0)), data,
                                     synthetic.step_sizes(lr_raw, "softplus"), key, spec)
     return modeling.loss_and_accuracy(model, theta, real)[0]
   return f
@@ -192,7 +192,7 @@ def test_truncated_bptt_reaches_only_the_last_steps(tiny_bert_config):
   model, init_fn, spec, data, real, lr_raw = _problem(tiny_bert_config)
   key, x = jax.random.PRNGKey(1), data["inputs_embeds"]
   full = _meta_with_key(model, init_fn, spec, real)
-  trunc = _meta_with_key(model, init_fn, distill.InnerSpec(**{**spec.__dict__, "backprop_steps": 2}), real)
+  trunc = _meta_with_key(model, init_fn, fit.InnerSpec(**{**spec.__dict__, "backprop_steps": 2}), real)
   np.testing.assert_allclose(trunc(x, lr_raw, key), full(x, lr_raw, key), rtol=1e-6)  # same forward
   glr = np.asarray(jax.jit(jax.grad(trunc, argnums=1))(x, lr_raw, key))
   assert np.all(glr[:T - 2] == 0) and np.all(glr[T - 2:] != 0), glr
@@ -200,7 +200,7 @@ def test_truncated_bptt_reaches_only_the_last_steps(tiny_bert_config):
 
 def test_random_window_backpropagates_through_k_steps_ending_at_a_random_step(tiny_bert_config):
   model, init_fn, spec, data, real, lr_raw = _problem(tiny_bert_config)
-  window = _meta_with_key(model, init_fn, distill.InnerSpec(**{**spec.__dict__, "backprop_steps": 2,
+  window = _meta_with_key(model, init_fn, fit.InnerSpec(**{**spec.__dict__, "backprop_steps": 2,
                                                                "random_window": True}), real)
   full = _meta_with_key(model, init_fn, spec, real)
   grad = jax.jit(jax.grad(window, argnums=1))
@@ -225,8 +225,8 @@ def test_per_group_step_sizes_equal_global_ones_when_their_columns_agree(tiny_be
   layers = tuple(f"layer_{i}" for i in range(tiny_bert_config.num_hidden_layers))
   assert groups == ("classifier", "embeddings", *layers, "pooler")
   lrs = synthetic.step_sizes(lr_raw, "softplus")
-  one, _ = distill.train_on_set(model, theta0, data, lrs, key, spec)
-  per, _ = distill.train_on_set(model, theta0, data, jnp.tile(lrs[:, None], (1, len(groups))), key, spec)
+  one, _ = fit.train_on_set(model, theta0, data, lrs, key, spec)
+  per, _ = fit.train_on_set(model, theta0, data, jnp.tile(lrs[:, None], (1, len(groups))), key, spec)
   for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(per)):
     np.testing.assert_array_equal(a, b)
 
@@ -257,7 +257,7 @@ def test_freeze_word_embeddings_holds_the_table_for_token_data(tiny_bert_config,
   data = dict(input_ids=real["input_ids"], attention_mask=real["attention_mask"],
               targets=jax.nn.one_hot(real["labels"], 2))
   theta0 = init_fn(jax.random.PRNGKey(0))
-  theta_t, _ = distill.train_on_set(model, theta0, data, synthetic.step_sizes(lr_raw, "softplus"),
+  theta_t, _ = fit.train_on_set(model, theta0, data, synthetic.step_sizes(lr_raw, "softplus"),
                                     jax.random.PRNGKey(1), spec)
   moved = {"/".join(map(str, k)): bool(np.any(np.asarray(a) != np.asarray(b))) for (k, a), b in zip(
       jax.tree_util.tree_leaves_with_path(theta_t), jax.tree_util.tree_leaves(theta0))}
@@ -279,14 +279,14 @@ def test_one_hot_token_distributions_train_like_their_token_ids(tiny_bert_config
                    token_vocab=jnp.broadcast_to(vocab, (4, len(vocab))), attention_mask=jnp.ones_like(ids),
                    targets=targets)
   theta0, lrs = init_fn(jax.random.PRNGKey(0)), synthetic.step_sizes(lr_raw, "softplus")
-  a, _ = distill.train_on_set(model, theta0, as_ids, lrs, jax.random.PRNGKey(1), spec)
-  b, _ = distill.train_on_set(model, theta0, as_tokens, lrs, jax.random.PRNGKey(1), spec)
+  a, _ = fit.train_on_set(model, theta0, as_ids, lrs, jax.random.PRNGKey(1), spec)
+  b, _ = fit.train_on_set(model, theta0, as_tokens, lrs, jax.random.PRNGKey(1), spec)
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_allclose(x, y, atol=2e-6)
   table = lambda t: np.asarray(t["embeddings"]["word_embeddings"]["embedding"])
   assert not np.allclose(table(b)[np.asarray(ids)], table(theta0)[np.asarray(ids)])  # the text's rows trained
   # and the gradient reaches the distributions
-  g = jax.grad(lambda pr: modeling.loss_and_accuracy(model, distill.train_on_set(
+  g = jax.grad(lambda pr: modeling.loss_and_accuracy(model, fit.train_on_set(
       model, theta0, {**as_tokens, "token_probs": pr}, lrs, jax.random.PRNGKey(1), spec)[0], real)[0])(
       as_tokens["token_probs"])
   assert np.isfinite(np.asarray(g)).all() and float(jnp.abs(g).max()) > 0

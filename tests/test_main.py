@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO
 
-TINY = ["--config.max_len=16", "--config.train_limit=64", "--config.eval_limit=32"]
+TINY = ["--config.data.max_len=16", "--config.data.train_limit=64", "--config.data.eval_limit=32"]
 
 
 def cli(tmp_path, *args, config="configs/rotten_tomatoes.py"):
@@ -32,18 +32,18 @@ def test_train_mode_end_to_end(tmp_path):
 
 
 def test_distill_then_evaluate_end_to_end(tmp_path):
-  r = cli(tmp_path, f"--workdir={tmp_path}/d", "--config.outer.steps=3", "--config.n_per_class=2",
-          "--config.inner_steps=2", "--config.outer.log_every=1", *TINY)
+  r = cli(tmp_path, f"--workdir={tmp_path}/d", "--config.outer.steps=3", "--config.synthetic.n_per_class=2",
+          "--config.inner.steps=2", "--config.outer.log_every=1", *TINY)
   assert r.returncode == 0, r.stderr[-2000:]
   assert "meta_loss=" in r.stderr and "ETA" in r.stderr
-  r = cli(tmp_path, f"--workdir={tmp_path}/e", "--config.mode=evaluate", f"--config.checkpoint={tmp_path}/d",
+  r = cli(tmp_path, f"--workdir={tmp_path}/e", "--config.mode=evaluate", f"--config.evaluate.checkpoint={tmp_path}/d",
           "--config.evaluate.seeds=2", "--config.evaluate.lr_grid=(0.01,)", "--config.evaluate.tune_rows=16",
           "--config.evaluate.decode=False", *TINY)
   assert r.returncode == 0, r.stderr[-2000:]
   result = json.load(open(tmp_path / "e" / "result_evaluate.json"))
   assert result["outer_steps"] == 3 and result["distilled"]["n"] == 2
   # The Orbax checkpoint alone reproduces the reported accuracies in a fresh process.
-  r = cli(tmp_path, f"--workdir={tmp_path}/again", "--config.mode=evaluate", f"--config.checkpoint={tmp_path}/d",
+  r = cli(tmp_path, f"--workdir={tmp_path}/again", "--config.mode=evaluate", f"--config.evaluate.checkpoint={tmp_path}/d",
           "--config.evaluate.seeds=2", "--config.evaluate.baselines=False", "--config.evaluate.decode=False", *TINY)
   assert r.returncode == 0, r.stderr[-2000:]
   again = json.load(open(tmp_path / "again" / "result_evaluate.json"))
@@ -51,11 +51,11 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--config.dataset=nosuch"], "unknown dataset 'nosuch'"),
+    (["--config.data.dataset=nosuch"], "unknown dataset 'nosuch'"),
     (["--config.nope=1"], "unknown config key 'nope'"),
-    (["--config.max_len=abc"], "invalid literal"),
-    (["--config.max_len=1000"], "exceeds the model's 512 position embeddings"),
-    (["--config.inner_steps=0"], "inner_steps must be >= 1"),
+    (["--config.data.max_len=abc"], "invalid literal"),
+    (["--config.data.max_len=1000"], "exceeds the model's 512 position embeddings"),
+    (["--config.inner.steps=0"], "inner.steps must be >= 1"),
     (["--config.model.pooling=max"], "model.pooling must be 'cls' or 'mean'"),
     (["--config.inner.remat_policy=everything"], "inner.remat_policy must be one of"),
     (["--config.model.matmul_dtype=bfloat16"], "add --config.inner.remat_policy=nothing_saveable"),
@@ -64,12 +64,12 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
     (["--config.synthetic.superpose=3"], "synthetic.superpose > 1 needs --config.synthetic.kind=tokens"),
     (["--config.synthetic.candidates_per_position=8"], "candidates_per_position > 0 needs --config.synthetic.kind=tokens"),
     (["--config.synthetic.candidates_per_position=-1"], "candidates_per_position must be in [0, synthetic.vocab_size]"),
-    (["--config.data_dir=/nonexistent/data"], "DISTILL_JAX_DATA_DIR"),
-    (["--config.train_split=nosplit"], "nosplit"),
-    (["--config.n_per_class=1000", *TINY], "n_per_class"),
+    (["--config.data.data_dir=/nonexistent/data"], "DISTILL_JAX_DATA_DIR"),
+    (["--config.data.train_split=nosplit"], "nosplit"),
+    (["--config.synthetic.n_per_class=1000", *TINY], "n_per_class"),
     (["--config.init.kind=pretrained"], "needs --config.model.pretrained"),
-    (["--config.mode=evaluate"], "needs --config.checkpoint"),
-    (["--config.mode=evaluate", "--config.checkpoint=/nonexistent/run"], "no checkpoint directory"),
+    (["--config.mode=evaluate"], "needs --config.evaluate.checkpoint"),
+    (["--config.mode=evaluate", "--config.evaluate.checkpoint=/nonexistent/run"], "no checkpoint directory"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
   r = cli(tmp_path, f"--workdir={tmp_path}/w", *args)

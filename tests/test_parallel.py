@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default
-from distill_jax import distill, modeling, parallel, synthetic
+from distill_jax import distill, fit, modeling, parallel, synthetic
 from distill_jax.errors import UserError
 from distill_jax.models import bert
 
@@ -44,7 +44,7 @@ bc = bert.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_att
                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 model = bert.BertForSequenceClassification(bc)
 cfg = default.get_config()
-cfg.inner_steps = T
+cfg.inner.steps = T
 init_fn = modeling.make_init_fn(model, cfg.init)
 syn = synthetic.Direct(synthetic.SetShape(4, 8, 16, 2))
 params, static = syn.init(0.02 * jax.random.normal(jax.random.PRNGKey(1), (4, 8, 16)),
@@ -53,7 +53,7 @@ learned = {"data": params, "lr": synthetic.init_step_sizes(cfg.inner.lr, T, cfg.
 rng = np.random.default_rng(0)
 real = dict(input_ids=rng.integers(0, 50, (32, 8)).astype(np.int32),
             attention_mask=np.ones((32, 8), np.int32), labels=rng.integers(0, 2, (32,)).astype(np.int32))
-spec = distill.InnerSpec.from_config(cfg)
+spec = fit.InnerSpec.from_config(cfg)
 tx = distill.outer_tx(cfg)
 
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax import distill, inner, modeling, synthetic
+from distill_jax import fit, inner, modeling, synthetic
 from distill_jax.models import bert, hf
 
 torch = pytest.importorskip("torch")
@@ -46,13 +46,13 @@ def _problem(dtype) -> dict:
 
 def _jax_loss_and_grads(p: dict) -> tuple[float, np.ndarray, np.ndarray]:
   """The project's own inner loop (whole set per step, remat on) and outer loss."""
-  spec = distill.InnerSpec(steps=T, batch_size=0, tx=inner.direction("sgd", momentum=MOMENTUM),
+  spec = fit.InnerSpec(steps=T, batch_size=0, tx=inner.direction("sgd", momentum=MOMENTUM),
                            lr_param="softplus", remat=True)
   real = dict(input_ids=p["real_ids"], attention_mask=p["real_mask"], labels=p["real_labels"])
 
   def meta(x, raw_lrs):
     data = dict(inputs_embeds=x, attention_mask=p["mask"], targets=p["targets"])
-    theta_t, _ = distill.train_on_set(p["model"], p["theta0"], data, synthetic.step_sizes(raw_lrs, "softplus"),
+    theta_t, _ = fit.train_on_set(p["model"], p["theta0"], data, synthetic.step_sizes(raw_lrs, "softplus"),
                                       jax.random.PRNGKey(1), spec)
     return modeling.loss_and_accuracy(p["model"], theta_t, real)[0]
 

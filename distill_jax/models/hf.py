@@ -268,6 +268,11 @@ def _read_config(model_dir: pathlib.Path, num_labels: int) -> bert.BertConfig:
 # Loading.
 
 
+def read_config(path_or_hub_id: str | os.PathLike, num_labels: int) -> bert.BertConfig:
+  """The model's shape from config.json alone, so a config can be checked before any weights load."""
+  return _read_config(_resolve(path_or_hub_id), num_labels)
+
+
 def _check_shape(entry: _Entry, got: tuple[int, ...], want: tuple[int, ...]) -> None:
   if tuple(got) != tuple(want):
     raise UserError(f"checkpoint tensor {entry.hf} has shape {tuple(got)} but the model "

@@ -1,4 +1,4 @@
-"""Package import: the XLA:CPU flag defaults and their opt-outs, the CPU threefry lowering."""
+"""runtime.configure(): the XLA:CPU flag defaults and their opt-outs, the CPU threefry lowering; a bare import changes nothing."""
 
 import os
 import subprocess
@@ -7,11 +7,25 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _flags_after_import(xla_flags: str) -> str:
+def _flags_after(code: str, xla_flags: str) -> str:
   env = dict(os.environ, XLA_FLAGS=xla_flags)
-  out = subprocess.run([sys.executable, "-c", "import os, distill_jax; print(os.environ['XLA_FLAGS'])"],
+  out = subprocess.run([sys.executable, "-c", f"import os; {code}; print(os.environ['XLA_FLAGS'])"],
                        cwd=REPO, env=env, capture_output=True, text=True, check=True)
   return out.stdout.strip()
+
+
+def _flags_after_import(xla_flags: str) -> str:
+  return _flags_after("from distill_jax import runtime; runtime.configure()", xla_flags)
+
+
+def test_import_has_no_side_effects():
+  code = "import distill_jax, distill_jax.main, distill_jax.distill, distill_jax.evaluate"
+  assert _flags_after(code, "--xla_force_host_platform_device_count=2") == "--xla_force_host_platform_device_count=2"
+  rolled = ("import jax; k = jax.random.PRNGKey(0); "
+            "print('while' in jax.jit(lambda k: jax.random.bits(k, (8,))).lower(k).as_text())")
+  out = subprocess.run([sys.executable, "-c", f"{code}; {rolled}"], cwd=REPO, capture_output=True, text=True,
+                       check=True)
+  assert out.stdout.strip() == "True"  # JAX's own (rolled) CPU rule is still in force
 
 
 def test_512_bit_vectors_on_avx512_cpus_unless_set_explicitly():
@@ -36,7 +50,8 @@ def test_threefry_unrolled_on_cpu_with_the_same_bits():
   import numpy as np
   from jax._src.interpreters import mlir
   from jax._src.random import threefry2x32 as threefry
-  import distill_jax  # noqa: F401  (registers the unrolled rule)
+  from distill_jax import runtime
+  runtime.configure()  # registers the unrolled rule
 
   key = jax.random.PRNGKey(7)
   sample = lambda: np.asarray(jax.jit(lambda k: jax.random.normal(k, (301, 37)))(key))  # fresh jit: lowered anew
