@@ -98,7 +98,7 @@ def test_unknown_dataset_lists_known_names():
 def test_default_locations(monkeypatch, tmp_path):
   monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
   monkeypatch.delenv(data.VOCAB_ENV, raising=False)
-  repo_root = Path(data.__file__).resolve().parents[1]
+  repo_root = Path(data.__file__).resolve().parents[2]
   assert data.default_data_dir() == os.path.normpath(
       repo_root.parent / "shared" / "data")
   monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
@@ -106,7 +106,7 @@ def test_default_locations(monkeypatch, tmp_path):
   monkeypatch.setenv(data.VOCAB_ENV, "some/hub-id")
   assert data.default_vocab() == "some/hub-id"
   monkeypatch.delenv(data.VOCAB_ENV)
-  monkeypatch.setattr(data, "_REPO_ROOT", tmp_path / "nowhere" / "repo")
+  monkeypatch.setattr(data.sources, "_REPO_ROOT", tmp_path / "nowhere" / "repo")
   assert data.default_vocab() == data.HUB_VOCAB
   monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "c"))
   assert data.default_cache_dir() == str(tmp_path / "c")
@@ -218,7 +218,7 @@ def test_cache_hit_skips_reading_and_tokenizing(tmp_path, monkeypatch):
     raise AssertionError("cache miss")
 
   monkeypatch.setattr(data, "get_tokenizer", boom)
-  monkeypatch.setattr(data, "_read_source", boom)
+  monkeypatch.setattr(data, "read_source", boom)
   second = data.load_split("rotten_tomatoes", "train", **kwargs)
   for field in ("input_ids", "attention_mask", "labels"):
     np.testing.assert_array_equal(getattr(first, field), getattr(second, field))
