@@ -71,7 +71,8 @@ def _synthetic_split(n: int, length: int = 4, num_classes: int = 3):
 
 
 def test_registry_and_aliases():
-  assert set(data.REGISTRY) == {"sst2", "rotten_tomatoes", "imdb", "ag_news"}
+  assert set(data.REGISTRY) == {"sst2", "rotten_tomatoes", "imdb", "ag_news",
+                                "trec"}
   for key, spec in data.REGISTRY.items():
     assert spec.name == key
     assert spec.num_classes == len(spec.label_names) >= 2
@@ -85,6 +86,11 @@ def test_registry_and_aliases():
   ag = data.get_spec("ag_news")
   assert ag.num_classes == 4
   assert (ag.train_split, ag.eval_split) == ("test[:6000]", "test[6000:]")
+  trec = data.get_spec("trec")
+  assert trec.label_names == ("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM")
+  assert (trec.hf_id, trec.text_field, trec.label_field) == (
+      "trec", "text", "coarse_label")
+  assert (trec.train_split, trec.eval_split) == ("train", "test")
 
 
 def test_unknown_dataset_lists_known_names():
@@ -129,9 +135,11 @@ def test_real_datasets_load(name):
 
 
 @requires_data
-def test_real_label_counts_match_manifest():
-  texts, labels = data.load_texts("rotten_tomatoes", "validation")
-  split_meta = _manifest()["rotten_tomatoes"]["splits"]["validation"]
+@pytest.mark.parametrize("name,split", [("rotten_tomatoes", "validation"),
+                                        ("trec", "train"), ("trec", "test")])
+def test_real_label_counts_match_manifest(name, split):
+  texts, labels = data.load_texts(name, split)
+  split_meta = _manifest()[name]["splits"][split]
   assert len(texts) == split_meta["rows"]
   counts = {str(c): int(n) for c, n in enumerate(np.bincount(labels))}
   assert counts == split_meta["labels"]
@@ -283,6 +291,20 @@ def test_bad_label_reports_line(tmp_path):
   with pytest.raises(UserError) as e:
     data.load_texts("sst2", "train", str(tmp_path))
   assert "not an integer" in _one_line_error(e)
+
+
+def test_label_field_or_generic_label(tmp_path):
+  # trec's hub column is coarse_label; local files may use either name.
+  _write_jsonl(tmp_path / "trec" / "train.jsonl",
+               [json.dumps({"text": "Who?", "coarse_label": 3}),
+                _rec("Where?", 4)])
+  assert data.load_texts("trec", "train", str(tmp_path))[1].tolist() == [3, 4]
+  path = _write_jsonl(tmp_path / "trec" / "test.jsonl", [
+      json.dumps({"text": "Who?", "fine_label": 3})])
+  with pytest.raises(UserError) as e:
+    data.load_texts("trec", "test", str(tmp_path))
+  msg = _one_line_error(e)
+  assert f"{path}:1" in msg and "missing field 'coarse_label' or 'label'" in msg
 
 
 def test_empty_text_reports_line(tmp_path):

@@ -64,6 +64,16 @@ REGISTRY: dict[str, DatasetSpec] = {
         train_split="test[:6000]",
         eval_split="test[6000:]",
     ),
+    "trec": DatasetSpec(
+        name="trec",
+        hf_id="trec",
+        text_field="text",
+        label_field="coarse_label",
+        label_names=("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"),
+        train_split="train",
+        # No validation split: tune on held-out training rows.
+        eval_split="test",
+    ),
 }
 
 _ALIASES = {"agnews": "ag_news", "sst-2": "sst2", "glue/sst2": "sst2"}

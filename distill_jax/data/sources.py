@@ -137,10 +137,10 @@ def check_limit(limit: int | None) -> None:
     raise UserError(f"limit={limit} must be >= 1 (or None for all rows)")
 
 
-def _candidates(field: str) -> tuple[str, ...]:
+def _candidates(field: str, generic: str) -> tuple[str, ...]:
   # Local files use "text"/"label" (shared/data convention); the hub column
-  # names (e.g. "sentence" for sst2) are accepted as well.
-  generic = "label" if field == "label" else "text"
+  # names (e.g. "sentence" for sst2, "coarse_label" for trec) are accepted as
+  # well.
   return (field,) if field == generic else (field, generic)
 
 
@@ -197,8 +197,8 @@ def _read_jsonl(path: Path, spec: DatasetSpec, sel: _SplitSel,
     raise UserError(
         f"cannot read {path} ({type(e).__name__}: {e}); re-create the file as"
         " UTF-8 (gzip) JSON Lines") from e
-  text_keys = _candidates(spec.text_field)
-  label_keys = _candidates(spec.label_field)
+  text_keys = _candidates(spec.text_field, "text")
+  label_keys = _candidates(spec.label_field, "label")
   texts, labels = [], []
   for lineno, line in rows:
     where = f"{path}:{lineno}"
@@ -250,8 +250,9 @@ def _read_table(path: Path, spec: DatasetSpec, sel: _SplitSel,
         f"cannot read {path} ({type(e).__name__}: {first}); fix or re-create"
         " the file") from e
   columns = []
-  for field in (spec.text_field, spec.label_field):
-    keys = _candidates(field)
+  for field, generic in ((spec.text_field, "text"),
+                         (spec.label_field, "label")):
+    keys = _candidates(field, generic)
     key = next((k for k in keys if k in frame.columns), None)
     if key is None:
       wanted = " or ".join(repr(k) for k in keys)
