@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -412,6 +413,97 @@ def test_hub_path_uses_load_dataset(monkeypatch):
   texts, labels = data.load_texts("sst2", "validation", "hub", limit=2)
   assert calls == [("glue", "sst2", "validation")]
   assert texts == ["good ", "bad "] and labels.tolist() == [1, 0]
+
+
+# ---------------------------------------------------------------------------
+# Folder datasets (no registry entry).
+
+
+def test_folder_dataset_without_dataset_json(tmp_path):
+  folder = tmp_path / "My Reviews"
+  _write_jsonl(folder / "train.jsonl.gz",
+               [_rec("good", 2), _rec("bad", 0), _rec("meh", 2)])
+  _write_jsonl(folder / "test.jsonl", [_rec("fine", 1)])
+  spec = data.get_spec(str(folder))
+  assert re.fullmatch(r"my_reviews_[0-9a-f]{8}", spec.name), spec.name
+  assert spec.label_names == ("0", "1", "2")
+  assert (spec.train_split, spec.eval_split) == ("train", "test")
+  assert data.get_spec(str(folder)) == spec  # Stable name.
+  # Callers pass spec.name back (as experiment.setup does).
+  assert data.get_spec(spec.name) == spec
+  # data_dir is ignored for folder datasets, even "hub".
+  texts, labels = data.load_texts(spec.name, "train[1:]", "hub")
+  assert texts == ["bad", "meh"] and labels.tolist() == [0, 2]
+  _write_jsonl(folder / "validation.jsonl", [_rec("ok", 1)])
+  assert data.get_spec(str(folder)).eval_split == "validation"
+  other = tmp_path / "elsewhere" / "My Reviews"
+  _write_jsonl(other / "train.jsonl", [_rec("a", 0), _rec("b", 1)])
+  assert data.get_spec(str(other)).name != spec.name
+
+
+def test_folder_dataset_json(tmp_path):
+  folder = tmp_path / "reviews"
+  _write_jsonl(folder / "all.jsonl", [
+      json.dumps({"review": f"r{i}", "stars": i % 3}) for i in range(10)])
+  (folder / "dataset.json").write_text(json.dumps({
+      "label_names": ["bad", "okay", "good", "great"],
+      "train_split": "all[:8]", "eval_split": "all[8:]",
+      "text_field": "review", "label_field": "stars"}))
+  spec = data.get_spec(str(folder))
+  assert spec.label_names == ("bad", "okay", "good", "great")
+  assert (spec.text_field, spec.label_field) == ("review", "stars")
+  texts, labels = data.load_texts(str(folder), spec.eval_split)
+  assert texts == ["r8", "r9"] and labels.tolist() == [2, 0]
+
+
+@requires_vocab
+def test_folder_dataset_load_split(tmp_path):
+  folder = tmp_path / "tiny"
+  _write_jsonl(folder / "train.jsonl.gz", [_rec("good film", 1),
+                                           _rec("bad film", 0)])
+  cache = tmp_path / "c"
+  split = data.load_split(str(folder), "train", max_len=8,
+                          data_dir=str(tmp_path / "nope"), cache_dir=cache)
+  assert split.labels.tolist() == [1, 0] and split.input_ids.shape == (2, 8)
+  name = data.get_spec(str(folder)).name
+  assert [p.name.startswith(f"{name}-train-") for p in cache.iterdir()] == [
+      True]
+
+
+@pytest.mark.parametrize("files,expected", [
+    ({}, "has no split files"),
+    ({"test.jsonl": _rec("x", 1)}, "no 'train' split"),
+    ({"train.jsonl": _rec("x", 0)}, "only label 0"),
+    ({"train.jsonl": _rec("x", "pos")}, "train.jsonl:1: label 'pos' is not"),
+    ({"train.jsonl": _rec("x", -1)}, "label -1 is not a class id"),
+    ({"train.jsonl": _rec("x", 1), "dataset.json": "{"}, "cannot read"),
+    ({"train.jsonl": _rec("x", 1), "dataset.json": "[]"}, "not an object"),
+    ({"train.jsonl": _rec("x", 1), "dataset.json": '{"labels": ["a", "b"]}'},
+     "unknown key 'labels'"),
+    ({"train.jsonl": _rec("x", 1), "dataset.json": '{"label_names": "ab"}'},
+     "label_names is 'ab'"),
+    ({"train.jsonl": _rec("x", 1), "dataset.json": '{"eval_split": "t[1"}'},
+     "bad split 't[1'"),
+])
+def test_folder_dataset_errors(tmp_path, files, expected):
+  folder = tmp_path / "d"
+  folder.mkdir()
+  for name, content in files.items():
+    (folder / name).write_text(content + "\n")
+  with pytest.raises(UserError) as e:
+    data.get_spec(str(folder))
+  msg = _one_line_error(e)
+  assert expected in msg and str(folder) in msg, msg
+
+
+def test_folder_dataset_missing_path(tmp_path):
+  with pytest.raises(UserError) as e:
+    data.get_spec(str(tmp_path / "nope"))
+  assert "nope does not exist" in _one_line_error(e)
+  (tmp_path / "file.jsonl").write_text(_rec("x", 0) + "\n")
+  with pytest.raises(UserError) as e:
+    data.load_texts(str(tmp_path / "file.jsonl"), "train")
+  assert "file.jsonl is not a folder" in _one_line_error(e)
 
 
 # ---------------------------------------------------------------------------

@@ -4,8 +4,10 @@ Everything downstream (distillation, evaluation) sees only fixed-shape int32
 numpy arrays, so this package is the one place that knows about files, the
 Hugging Face hub and tokenizers.
 
-Data sources, in order of preference:
+Data sources (user guide: docs/data.md):
 
+* A folder dataset: `name` is the path of a folder of split files (see
+  `get_spec`); `data_dir` is then ignored.
 * Local files `<data_dir>/<dataset>/<split>.{jsonl.gz,jsonl,csv,parquet}`.
   JSON Lines records are `{"text": str, "label": int}` (the registry's
   `text_field`/`label_field` names are accepted too, e.g. `sentence` for
@@ -65,7 +67,7 @@ def load_texts(
   """Reads (texts, int32 labels) of one split, validated row by row.
 
   Args:
-    name: dataset name or alias (see `REGISTRY`).
+    name: dataset name or alias (see `REGISTRY`), or a dataset folder.
     split: split name, optionally sliced, e.g. "test[:6000]".
     data_dir: folder with `<name>/<split>.<ext>`; None uses
       `default_data_dir()`; "hub" loads with `datasets.load_dataset`.
@@ -92,7 +94,7 @@ def load_split(
   """Loads and tokenizes a split to [CLS] ... [SEP] + padding, `max_len` wide.
 
   Args:
-    name: dataset name or alias.
+    name: dataset name or alias, or a dataset folder.
     split: split name, optionally sliced ("test[6000:]").
     max_len: sequence length after truncation/padding (>= 2).
     data_dir: see `load_texts`.
@@ -128,9 +130,9 @@ def load_split(
 
 
 __all__ = [
-    "CACHE_ENV", "DATA_DIR_ENV", "HUB", "HUB_VOCAB", "LOCAL_FORMATS", "REGISTRY",
-    "VOCAB_ENV", "DatasetSpec", "Split", "batch_iterator", "default_cache_dir",
-    "default_data_dir", "default_vocab", "get_spec", "get_tokenizer",
-    "load_split", "load_texts", "num_batches", "sample_per_class",
-    "stacked_batches",
+    "CACHE_ENV", "DATA_DIR_ENV", "HUB", "HUB_VOCAB", "LOCAL_FORMATS",
+    "REGISTRY", "VOCAB_ENV", "DatasetSpec", "Split", "batch_iterator",
+    "default_cache_dir", "default_data_dir", "default_vocab", "get_spec",
+    "get_tokenizer", "load_split", "load_texts", "num_batches",
+    "sample_per_class", "stacked_batches",
 ]

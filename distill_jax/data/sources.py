@@ -11,7 +11,7 @@ import gzip
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +72,7 @@ _SPLIT_RE = re.compile(
 
 
 @dataclasses.dataclass(frozen=True)
-class _SplitSel:
+class SplitSel:
   """A parsed split string: base split name plus optional slice bounds."""
 
   base: str
@@ -97,16 +97,16 @@ class _SplitSel:
     return start, max(start, stop)
 
 
-def _parse_split(split: str) -> _SplitSel:
+def parse_split(split: str) -> SplitSel:
   m = _SPLIT_RE.match(split)
   if m is None:
     raise UserError(
         f"bad split {split!r}; write a split name with an optional slice,"
         " e.g. 'train', 'test[:6000]', 'test[6000:]' or 'train[:10%]'")
-  return _SplitSel(m.group(1), m.group(2), m.group(3))
+  return SplitSel(m.group(1), m.group(2), m.group(3))
 
 
-def _select(items: Iterator[Any], sel: _SplitSel,
+def _select(items: Iterator[Any], sel: SplitSel,
             limit: int | None) -> list[Any]:
   """Applies the slice and `limit`, stopping early when the bounds allow."""
   try:
@@ -158,18 +158,22 @@ def _as_text(value: Any, where: str) -> str:
 _INT_RE = re.compile(r"^\s*-?\d+\s*$")
 
 
+def _label_id(value: Any) -> int | None:
+  """An integer class id as written in a file (int, 2.0 or "2"), else None."""
+  if isinstance(value, (bool, np.bool_)):
+    return None
+  if isinstance(value, (int, np.integer)):
+    return int(value)
+  if isinstance(value, (float, np.floating)) and float(value).is_integer():
+    return int(value)
+  if isinstance(value, str) and _INT_RE.match(value):
+    return int(value)
+  return None
+
+
 def _as_label(value: Any, spec: DatasetSpec, where: str) -> int:
   names = ", ".join(f"{i}={n}" for i, n in enumerate(spec.label_names))
-  if isinstance(value, (bool, np.bool_)):
-    label = None
-  elif isinstance(value, (int, np.integer)):
-    label = int(value)
-  elif isinstance(value, (float, np.floating)) and float(value).is_integer():
-    label = int(value)
-  elif isinstance(value, str) and _INT_RE.match(value):
-    label = int(value)
-  else:
-    label = None
+  label = _label_id(value)
   if label is None:
     raise UserError(
         f"{where}: label {value!r} is not an integer class id; use {names}")
@@ -178,6 +182,11 @@ def _as_label(value: Any, spec: DatasetSpec, where: str) -> int:
         f"{where}: label {label} is outside [0, {spec.num_classes}) for"
         f" {spec.name}; use {names}")
   return label
+
+
+# A row as read: where it is (for messages) and the values of the columns
+# asked for.
+_Row = tuple[str, list[Any]]
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, str]]:
@@ -189,18 +198,16 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, str]]:
         yield lineno, line
 
 
-def _read_jsonl(path: Path, spec: DatasetSpec, sel: _SplitSel,
-                limit: int | None) -> tuple[list[str], list[int]]:
+def _jsonl_rows(path: Path, columns: Sequence[tuple[str, ...]], sel: SplitSel,
+                limit: int | None) -> list[_Row]:
   try:
-    rows = _select(_iter_jsonl(path), sel, limit)
+    lines = _select(_iter_jsonl(path), sel, limit)
   except (OSError, EOFError, UnicodeDecodeError) as e:
     raise UserError(
         f"cannot read {path} ({type(e).__name__}: {e}); re-create the file as"
         " UTF-8 (gzip) JSON Lines") from e
-  text_keys = _candidates(spec.text_field, "text")
-  label_keys = _candidates(spec.label_field, "label")
-  texts, labels = [], []
-  for lineno, line in rows:
+  rows = []
+  for lineno, line in lines:
     where = f"{path}:{lineno}"
     try:
       record = json.loads(line)
@@ -213,7 +220,7 @@ def _read_jsonl(path: Path, spec: DatasetSpec, sel: _SplitSel,
           f"{where}: malformed record (a JSON {type(record).__name__}, not an"
           ' object); write {"text": ..., "label": ...}')
     values = []
-    for keys in (text_keys, label_keys):
+    for keys in columns:
       key = next((k for k in keys if k in record), None)
       if key is None:
         wanted = " or ".join(repr(k) for k in keys)
@@ -221,13 +228,12 @@ def _read_jsonl(path: Path, spec: DatasetSpec, sel: _SplitSel,
             f"{where}: missing field {wanted} (record has"
             f" {sorted(record)}); add it")
       values.append(record[key])
-    texts.append(_as_text(values[0], where))
-    labels.append(_as_label(values[1], spec, where))
-  return texts, labels
+    rows.append((where, values))
+  return rows
 
 
-def _read_table(path: Path, spec: DatasetSpec, sel: _SplitSel,
-                limit: int | None) -> tuple[list[str], list[int]]:
+def _table_rows(path: Path, columns: Sequence[tuple[str, ...]], sel: SplitSel,
+                limit: int | None) -> list[_Row]:
   try:
     import pandas as pd  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -249,28 +255,28 @@ def _read_table(path: Path, spec: DatasetSpec, sel: _SplitSel,
     raise UserError(
         f"cannot read {path} ({type(e).__name__}: {first}); fix or re-create"
         " the file") from e
-  columns = []
-  for field, generic in ((spec.text_field, "text"),
-                         (spec.label_field, "label")):
-    keys = _candidates(field, generic)
+  values = []
+  for keys in columns:
     key = next((k for k in keys if k in frame.columns), None)
     if key is None:
       wanted = " or ".join(repr(k) for k in keys)
       raise UserError(
           f"{path}: missing column {wanted} (columns are"
           f" {list(map(str, frame.columns))}); rename or add it")
-    columns.append(frame[key].tolist())
-  rows = _select(iter(enumerate(zip(*columns), start=1)), sel, limit)
-  texts, labels = [], []
-  for rowno, (text, label) in rows:
-    where = f"{path} row {rowno}"
-    texts.append(_as_text(text, where))
-    labels.append(_as_label(label, spec, where))
-  return texts, labels
+    values.append(frame[key].tolist())
+  rows = _select(iter(enumerate(zip(*values), start=1)), sel, limit)
+  return [(f"{path} row {rowno}", list(row)) for rowno, row in rows]
 
 
-def _read_hub(spec: DatasetSpec, split: str,
-              limit: int | None) -> tuple[list[str], list[int]]:
+def _file_rows(path: Path, columns: Sequence[tuple[str, ...]], sel: SplitSel,
+               limit: int | None) -> list[_Row]:
+  """The selected rows of a local file; `columns` lists each column's names."""
+  if path.name.endswith((".jsonl.gz", ".jsonl")):
+    return _jsonl_rows(path, columns, sel, limit)
+  return _table_rows(path, columns, sel, limit)
+
+
+def _hub_rows(spec: DatasetSpec, split: str, limit: int | None) -> list[_Row]:
   try:
     import datasets  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -293,13 +299,24 @@ def _read_hub(spec: DatasetSpec, split: str,
       raise UserError(
           f"hub dataset {name} has no column {field!r} (columns are"
           f" {ds.column_names}); fix text_field/label_field in the registry")
-  texts, labels = [], []
-  for i, (text, label) in enumerate(
-      zip(ds[spec.text_field], ds[spec.label_field])):
-    where = f"hub {name} {split} row {i}"
-    texts.append(_as_text(text, where))
-    labels.append(_as_label(label, spec, where))
-  return texts, labels
+  return [(f"hub {name} {split} row {i}", [text, label])
+          for i, (text, label) in enumerate(
+              zip(ds[spec.text_field], ds[spec.label_field]))]
+
+
+def label_ids(path: Path, label_field: str) -> list[int]:
+  """Every label of a split file, reading no texts, to count its classes."""
+  every_row = SplitSel("", None, None)
+  rows = _file_rows(path, [_candidates(label_field, "label")], every_row, None)
+  ids = []
+  for where, (value,) in rows:
+    label = _label_id(value)
+    if label is None or label < 0:
+      raise UserError(
+          f"{where}: label {value!r} is not a class id (an integer >= 0); fix"
+          " that row")
+    ids.append(label)
+  return ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,7 +325,7 @@ class Source:
 
   spec: DatasetSpec
   split: str
-  sel: _SplitSel
+  sel: SplitSel
   path: Path | None
 
   def identity(self) -> str:
@@ -319,7 +336,7 @@ class Source:
     return f"file:{self.path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def _available_splits(folder: Path) -> list[str]:
+def available_splits(folder: Path) -> list[str]:
   found = set()
   for p in folder.iterdir():
     for ext in LOCAL_FORMATS:
@@ -329,13 +346,23 @@ def _available_splits(folder: Path) -> list[str]:
   return sorted(found)
 
 
-def resolve_source(spec: DatasetSpec, split: str,
-                   data_dir: str | os.PathLike[str] | None) -> Source:
-  """Finds the split's file (or the hub) and raises fixable errors early."""
-  sel = _parse_split(split)
+def split_file(folder: Path, base: str) -> Path | None:
+  """The file of split `base` in `folder`, in `LOCAL_FORMATS` order."""
+  for ext in LOCAL_FORMATS:
+    path = folder / f"{base}{ext}"
+    if path.is_file():
+      return path
+  return None
+
+
+def _dataset_folder(spec: DatasetSpec,
+                    data_dir: str | os.PathLike[str] | None) -> Path | None:
+  """The folder holding the spec's split files; None means the hub."""
+  if spec.folder is not None:
+    return Path(spec.folder)  # A folder dataset names its files itself.
   data_dir = default_data_dir() if data_dir is None else os.fspath(data_dir)
   if data_dir == HUB:
-    return Source(spec, split, sel, None)
+    return None
   root = Path(data_dir).expanduser()
   if not root.is_dir():
     raise UserError(
@@ -349,26 +376,39 @@ def resolve_source(spec: DatasetSpec, split: str,
         f"no folder {folder} for dataset {spec.name} (data dir has:"
         f" {', '.join(present) or 'nothing'}); add"
         f" {spec.name}/<split>.jsonl.gz there or use data_dir={HUB!r}")
-  for ext in LOCAL_FORMATS:
-    path = folder / f"{sel.base}{ext}"
-    if path.is_file():
-      return Source(spec, split, sel, path)
-  splits = _available_splits(folder)
-  raise UserError(
-      f"split {sel.base!r} of {spec.name} not found in {folder} (available:"
-      f" {', '.join(splits) or 'none'}); use one of those or add"
-      f" {sel.base}.jsonl.gz")
+  return folder
+
+
+def resolve_source(spec: DatasetSpec, split: str,
+                   data_dir: str | os.PathLike[str] | None) -> Source:
+  """Finds the split's file (or the hub) and raises fixable errors early."""
+  sel = parse_split(split)
+  folder = _dataset_folder(spec, data_dir)
+  if folder is None:
+    return Source(spec, split, sel, None)
+  path = split_file(folder, sel.base)
+  if path is None:
+    splits = available_splits(folder)
+    raise UserError(
+        f"split {sel.base!r} of {spec.name} not found in {folder} (available:"
+        f" {', '.join(splits) or 'none'}); use one of those or add"
+        f" {sel.base}.jsonl.gz")
+  return Source(spec, split, sel, path)
 
 
 def read_source(source: Source,
                 limit: int | None) -> tuple[list[str], np.ndarray]:
   spec, path = source.spec, source.path
   if path is None:
-    texts, labels = _read_hub(spec, source.split, limit)
-  elif path.name.endswith((".jsonl.gz", ".jsonl")):
-    texts, labels = _read_jsonl(path, spec, source.sel, limit)
+    rows = _hub_rows(spec, source.split, limit)
   else:
-    texts, labels = _read_table(path, spec, source.sel, limit)
+    columns = [_candidates(spec.text_field, "text"),
+               _candidates(spec.label_field, "label")]
+    rows = _file_rows(path, columns, source.sel, limit)
+  texts, labels = [], []
+  for where, (text, label) in rows:
+    texts.append(_as_text(text, where))
+    labels.append(_as_label(label, spec, where))
   if not texts:
     where = path if path is not None else "the HF hub"
     raise UserError(
