@@ -254,11 +254,79 @@ def test_cache_notices_changed_source(tmp_path):
   assert split.texts[2] == "okay film"
 
 
+def _npz(path: Path) -> dict[str, np.ndarray]:
+  with np.load(path) as z:
+    return {k: z[k] for k in z.files}
+
+
+def _with(arrays: dict, **changes) -> dict:
+  return {**arrays, **changes}
+
+
+# Each edit keeps the file's key, so only validation can catch it.
+_CACHE_EDITS = {
+    "label out of range": (
+        lambda a: _with(a, labels=a["labels"] + 1), "labels values span"),
+    "wrong length": (
+        lambda a: _with(a, input_ids=a["input_ids"][:, :-1],
+                        attention_mask=a["attention_mask"][:, :-1]),
+        "input_ids has shape (3, 7)"),
+    "wrong row count": (
+        lambda a: _with(a, labels=a["labels"][:-1]),
+        "input_ids has shape (3, 8), not [N, max_len] = (2, 8)"),
+    "out-of-vocabulary id": (
+        lambda a: _with(a, input_ids=np.where(a["input_ids"] == 102, 30522,
+                                              a["input_ids"])),
+        "input_ids values span [0, 30522], outside [0, 30522)"),
+    "wrong dtype": (
+        lambda a: _with(a, input_ids=a["input_ids"].astype(np.int64)),
+        "input_ids is int64"),
+    "mask not 0/1": (
+        lambda a: _with(a, attention_mask=a["attention_mask"] * 2),
+        "attention_mask values span [0, 2]"),
+    "texts missing": (
+        lambda a: _with(a, text_offsets=a["text_offsets"][:-1]),
+        "2 texts for 3 rows"),
+}
+
+
+@requires_vocab
+@pytest.mark.parametrize("edit", sorted(_CACHE_EDITS))
+def test_invalid_cache_is_rebuilt(tmp_path, caplog, edit):
+  change, problem = _CACHE_EDITS[edit]
+  _write_jsonl(tmp_path / "d" / "sst2" / "train.jsonl",
+               [_rec("good film", 1), _rec("bad film", 0),
+                _rec("a long and winding film", 1)])
+  kwargs = dict(max_len=8, data_dir=str(tmp_path / "d"),
+                cache_dir=str(tmp_path / "c"))
+  fresh = data.load_split("sst2", "train", **kwargs)
+  [path] = (tmp_path / "c").iterdir()
+  good = _npz(path)
+  with open(path, "wb") as f:
+    np.savez(f, **change(good))
+  split = data.load_split("sst2", "train", **kwargs)
+  for field in ("input_ids", "attention_mask", "labels"):
+    assert getattr(split, field).dtype == np.int32
+    np.testing.assert_array_equal(getattr(split, field), getattr(fresh, field))
+  assert split.texts == fresh.texts
+  assert [p.name for p in (tmp_path / "c").iterdir()] == [path.name]
+  fixed = _npz(path)
+  assert set(fixed) == set(good)
+  for k, v in good.items():
+    assert fixed[k].dtype == v.dtype
+    np.testing.assert_array_equal(fixed[k], v)
+  [warning] = [r.getMessage() for r in caplog.records
+               if r.levelname == "WARNING"]
+  assert str(path) in warning and problem in warning, warning
+
+
 @requires_vocab
 def test_tokenizer_sources_and_caching(tmp_path):
   tok = data.get_tokenizer(REAL_VOCAB)
   assert data.get_tokenizer(REAL_VOCAB) is tok
   assert len(tok.get_vocab()) == 30522
+  # Counted without loading a tokenizer, for checking cached ids.
+  assert data.tokenize.vocab_size(REAL_VOCAB) == len(tok) == 30522
   assert tok("Hello World")["input_ids"] == [101, 7592, 2088, 102]
   folder_tok = data.get_tokenizer(os.path.dirname(REAL_VOCAB))
   assert folder_tok("Hello World")["input_ids"] == [101, 7592, 2088, 102]

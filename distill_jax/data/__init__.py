@@ -53,7 +53,7 @@ from distill_jax.data.sources import (CACHE_ENV, DATA_DIR_ENV, HUB, HUB_VOCAB,
                                       resolve_source)
 from distill_jax.data.splits import Split
 from distill_jax.data.tokenize import (get_tokenizer, resolve_vocab,
-                                       tokenize_texts)
+                                       tokenize_texts, vocab_size)
 from distill_jax.errors import UserError
 
 
@@ -104,20 +104,23 @@ def load_split(
     limit: keep only the first `limit` rows (file order, no shuffling).
 
   Returns:
-    The tokenized split; reloaded from the cache when nothing changed.
+    The tokenized split; reloaded from the cache when nothing changed and
+    the cached arrays are valid (else rebuilt, with a warning).
   """
   if max_len < 2:
     raise UserError(
         f"max_len={max_len} leaves no room for [CLS] and [SEP]; use max_len"
         " >= 2 (e.g. 64)")
   check_limit(limit)
-  source = resolve_source(get_spec(name), split, data_dir)
+  spec = get_spec(name)
+  source = resolve_source(spec, split, data_dir)
   vocab_key = resolve_vocab(vocab)
   key = cache_key(source, limit, max_len, vocab_key)
   cache_root = Path(cache_dir if cache_dir is not None
                     else default_cache_dir()).expanduser()
   path = cache_path(cache_root, source, key)
-  cached = read_cache(path, key)
+  cached = read_cache(path, key, num_classes=spec.num_classes,
+                      vocab_size=vocab_size(vocab_key), max_len=max_len)
   if cached is not None:
     return cached
   texts, labels = read_source(source, limit)

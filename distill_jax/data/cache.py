@@ -2,7 +2,7 @@
 
 Files are written atomically and keyed by everything that affects their
 content (dataset, split, limit, max_len, vocab, source file, tokenizer
-versions).
+versions), and checked on read, since a key says nothing about the arrays.
 """
 
 from __future__ import annotations
@@ -59,7 +59,13 @@ def cache_path(cache_dir: Path, source: Source, key: str) -> Path:
   return cache_dir / f"{source.spec.name}-{split}-{key[:24]}.npz"
 
 
-def read_cache(path: Path, key: str) -> Split | None:
+def read_cache(path: Path, key: str, *, num_classes: int, vocab_size: int,
+               max_len: int) -> Split | None:
+  """The cached split, or None if absent, stale, unreadable or invalid.
+
+  A file with the right key is still checked against what the key promises:
+  an edited or damaged file would otherwise fail far from here, or not at all.
+  """
   if not path.is_file():
     return None
   try:
@@ -70,15 +76,48 @@ def read_cache(path: Path, key: str) -> Split | None:
       offsets = z["text_offsets"].tolist()
       texts = [blob[a:b].decode("utf-8", "surrogatepass")
                for a, b in zip(offsets[:-1], offsets[1:])]
-      return Split(
+      split = Split(
           input_ids=z["input_ids"],
           attention_mask=z["attention_mask"],
           labels=z["labels"],
           texts=texts,
       )
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+  except (OSError, ValueError, KeyError, EOFError, TypeError,
+          zipfile.BadZipFile) as e:
     log.warning("ignoring unreadable cache file %s (%s)", path, e)
     return None
+  problem = _problem(split, num_classes, vocab_size, max_len)
+  if problem is not None:
+    log.warning("rebuilding invalid cache file %s: %s", path, problem)
+    return None
+  return split
+
+
+def _problem(split: Split, num_classes: int, vocab_size: int,
+             max_len: int) -> str | None:
+  """What makes `split` differ from a freshly tokenized one, or None."""
+  arrays = {"input_ids": split.input_ids,
+            "attention_mask": split.attention_mask, "labels": split.labels}
+  for name, array in arrays.items():
+    if array.dtype != np.int32:
+      return f"{name} is {array.dtype}, not int32"
+  n = split.labels.shape[0] if split.labels.ndim == 1 else -1
+  if n < 1:
+    return f"labels have shape {split.labels.shape}, not [N] with N >= 1"
+  for name in ("input_ids", "attention_mask"):
+    if arrays[name].shape != (n, max_len):
+      return (f"{name} has shape {arrays[name].shape}, not [N, max_len] ="
+              f" {(n, max_len)}")
+  if len(split.texts) != n:
+    return f"{len(split.texts)} texts for {n} rows"
+  bounds = {"labels": num_classes, "input_ids": vocab_size,
+            "attention_mask": 2}
+  for name, bound in bounds.items():
+    array = arrays[name]
+    if array.min() < 0 or array.max() >= bound:
+      return (f"{name} values span [{array.min()}, {array.max()}], outside"
+              f" [0, {bound})")
+  return None
 
 
 def write_cache(path: Path, key: str, split: Split) -> None:

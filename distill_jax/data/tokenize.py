@@ -32,14 +32,29 @@ def resolve_vocab(vocab: str | os.PathLike[str] | None) -> str:
   return value
 
 
-def _bert_from_vocab(path: Path) -> Any:
-  import transformers  # pylint: disable=g-import-not-at-top
+def _vocab_file(path: Path) -> Path | None:
+  """The vocab.txt a tokenizer is built from; None for other tokenizers."""
+  if path.is_file():
+    return path
+  if (path.is_dir() and (path / "vocab.txt").is_file() and
+      not (path / "tokenizer.json").is_file() and
+      not (path / "tokenizer_config.json").is_file()):
+    return path / "vocab.txt"
+  return None
+
+
+def _vocab_tokens(path: Path) -> list[str]:
   tokens = path.read_text(encoding="utf-8").split("\n")
   if tokens and not tokens[-1]:
     tokens.pop()
+  return [tok.rstrip("\r") for tok in tokens]
+
+
+def _bert_from_vocab(path: Path) -> Any:
+  import transformers  # pylint: disable=g-import-not-at-top
   index = {}
-  for i, tok in enumerate(tokens):
-    index.setdefault(tok.rstrip("\r"), i)
+  for i, tok in enumerate(_vocab_tokens(path)):
+    index.setdefault(tok, i)
   missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in index]
   if missing:
     raise UserError(
@@ -61,8 +76,9 @@ def _bert_from_vocab(path: Path) -> Any:
 def _build_tokenizer(key: str) -> Any:
   import transformers  # pylint: disable=g-import-not-at-top
   path = Path(key)
-  if path.is_file():
-    return _bert_from_vocab(path)
+  vocab_file = _vocab_file(path)
+  if vocab_file is not None:
+    return _bert_from_vocab(vocab_file)
   if path.is_dir():
     if ((path / "tokenizer.json").is_file() or
         (path / "tokenizer_config.json").is_file()):
@@ -74,8 +90,6 @@ def _build_tokenizer(key: str) -> Any:
         raise UserError(
             f"cannot load tokenizer folder {key} ({type(e).__name__}: {first});"
             " point the vocab option at a vocab.txt instead") from e
-    if (path / "vocab.txt").is_file():
-      return _bert_from_vocab(path / "vocab.txt")
     raise UserError(
         f"tokenizer folder {key} has no vocab.txt or tokenizer.json; set"
         f" {VOCAB_ENV} to a vocab.txt file")
@@ -100,6 +114,17 @@ def get_tokenizer(vocab: str | os.PathLike[str] | None = None) -> Any:
   if tokenizer is None:
     tokenizer = _TOKENIZERS[key] = _build_tokenizer(key)
   return tokenizer
+
+
+def vocab_size(key: str) -> int:
+  """The bound on token ids, to check cached arrays against.
+
+  A vocab.txt is counted rather than loaded, so a cache hit stays cheap.
+  """
+  vocab_file = _vocab_file(Path(key))
+  if vocab_file is not None:
+    return len(_vocab_tokens(vocab_file))
+  return len(get_tokenizer(key))
 
 
 def vocab_fingerprint(key: str) -> str:
