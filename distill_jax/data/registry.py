@@ -109,19 +109,19 @@ def get_spec(name: str) -> DatasetSpec:
   A path to a folder of `<split>.{jsonl.gz,jsonl,csv,parquet}` files is a
   dataset too (see `_folder_spec`); later calls also find it by its `name`.
   """
-  key = name.strip().lower()
-  key = _ALIASES.get(key, key).replace("-", "_")
+  raw = name.strip()
+  key = _ALIASES.get(raw.lower(), raw.lower()).replace("-", "_")
   if key in REGISTRY:
     return REGISTRY[key]
   if key in _FOLDER_SPECS:
     return _FOLDER_SPECS[key]
-  path = Path(name.strip()).expanduser()
+  path = Path(raw).expanduser()
   if path.is_dir():
     spec = _folder_spec(path.resolve())
     _FOLDER_SPECS[spec.name] = spec
     return spec
   known = ", ".join(sorted(REGISTRY))
-  if path.exists() or "/" in name or os.sep in name or name.startswith("~"):
+  if path.exists() or "/" in raw or os.sep in raw or raw.startswith("~"):
     problem = "is not a folder" if path.exists() else "does not exist"
     raise UserError(
         f"dataset folder {path} {problem}; pass a folder holding"
@@ -133,7 +133,7 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def _folder_spec(folder: Path) -> DatasetSpec:
-  """A spec for a folder of split files, named by its `dataset.json` if any.
+  """A spec for a folder of split files; its `dataset.json` (if any) rules.
 
   Without label_names, the classes are "0".."K-1", K = 1 + the largest label
   id in the train split's file; the eval split is "validation" if that file

@@ -32,6 +32,10 @@ LOCAL_FORMATS = (".jsonl.gz", ".jsonl", ".csv", ".parquet")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# ----------------------------------------------------------------------------
+# Default locations.
+
+
 def _env(name: str) -> str | None:
   value = os.environ.get(name, "").strip()
   return value or None
@@ -130,6 +134,10 @@ def _select(items: Iterator[Any], sel: SplitSel,
     if close is not None:
       close()
   return chosen if limit is None else chosen[:limit]
+
+
+# ----------------------------------------------------------------------------
+# Reading and validating rows.
 
 
 def check_limit(limit: int | None) -> None:
@@ -305,7 +313,7 @@ def _hub_rows(spec: DatasetSpec, split: str, limit: int | None) -> list[_Row]:
 
 
 def label_ids(path: Path, label_field: str) -> list[int]:
-  """Every label of a split file, reading no texts, to count its classes."""
+  """Every label of a split file (texts are not checked), to count classes."""
   every_row = SplitSel("", None, None)
   rows = _file_rows(path, [_candidates(label_field, "label")], every_row, None)
   ids = []
@@ -317,6 +325,10 @@ def label_ids(path: Path, label_field: str) -> list[int]:
           " that row")
     ids.append(label)
   return ids
+
+
+# ----------------------------------------------------------------------------
+# Resolving a split to its file (or the hub).
 
 
 @dataclasses.dataclass(frozen=True)
