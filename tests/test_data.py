@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,8 @@ def _synthetic_split(n: int, length: int = 4, num_classes: int = 3):
 
 
 def test_registry_and_aliases():
-  assert set(data.REGISTRY) == {"sst2", "rotten_tomatoes", "imdb", "ag_news"}
+  assert set(data.REGISTRY) == {"sst2", "rotten_tomatoes", "imdb", "ag_news",
+                                "trec"}
   for key, spec in data.REGISTRY.items():
     assert spec.name == key
     assert spec.num_classes == len(spec.label_names) >= 2
@@ -85,6 +87,11 @@ def test_registry_and_aliases():
   ag = data.get_spec("ag_news")
   assert ag.num_classes == 4
   assert (ag.train_split, ag.eval_split) == ("test[:6000]", "test[6000:]")
+  trec = data.get_spec("trec")
+  assert trec.label_names == ("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM")
+  assert (trec.hf_id, trec.text_field, trec.label_field) == (
+      "trec", "text", "coarse_label")
+  assert (trec.train_split, trec.eval_split) == ("train", "test")
 
 
 def test_unknown_dataset_lists_known_names():
@@ -98,7 +105,7 @@ def test_unknown_dataset_lists_known_names():
 def test_default_locations(monkeypatch, tmp_path):
   monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
   monkeypatch.delenv(data.VOCAB_ENV, raising=False)
-  repo_root = Path(data.__file__).resolve().parents[1]
+  repo_root = Path(data.__file__).resolve().parents[2]
   assert data.default_data_dir() == os.path.normpath(
       repo_root.parent / "shared" / "data")
   monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
@@ -106,7 +113,7 @@ def test_default_locations(monkeypatch, tmp_path):
   monkeypatch.setenv(data.VOCAB_ENV, "some/hub-id")
   assert data.default_vocab() == "some/hub-id"
   monkeypatch.delenv(data.VOCAB_ENV)
-  monkeypatch.setattr(data, "_REPO_ROOT", tmp_path / "nowhere" / "repo")
+  monkeypatch.setattr(data.sources, "_REPO_ROOT", tmp_path / "nowhere" / "repo")
   assert data.default_vocab() == data.HUB_VOCAB
   monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "c"))
   assert data.default_cache_dir() == str(tmp_path / "c")
@@ -129,9 +136,11 @@ def test_real_datasets_load(name):
 
 
 @requires_data
-def test_real_label_counts_match_manifest():
-  texts, labels = data.load_texts("rotten_tomatoes", "validation")
-  split_meta = _manifest()["rotten_tomatoes"]["splits"]["validation"]
+@pytest.mark.parametrize("name,split", [("rotten_tomatoes", "validation"),
+                                        ("trec", "train"), ("trec", "test")])
+def test_real_label_counts_match_manifest(name, split):
+  texts, labels = data.load_texts(name, split)
+  split_meta = _manifest()[name]["splits"][split]
   assert len(texts) == split_meta["rows"]
   counts = {str(c): int(n) for c, n in enumerate(np.bincount(labels))}
   assert counts == split_meta["labels"]
@@ -218,7 +227,7 @@ def test_cache_hit_skips_reading_and_tokenizing(tmp_path, monkeypatch):
     raise AssertionError("cache miss")
 
   monkeypatch.setattr(data, "get_tokenizer", boom)
-  monkeypatch.setattr(data, "_read_source", boom)
+  monkeypatch.setattr(data, "read_source", boom)
   second = data.load_split("rotten_tomatoes", "train", **kwargs)
   for field in ("input_ids", "attention_mask", "labels"):
     np.testing.assert_array_equal(getattr(first, field), getattr(second, field))
@@ -245,11 +254,79 @@ def test_cache_notices_changed_source(tmp_path):
   assert split.texts[2] == "okay film"
 
 
+def _npz(path: Path) -> dict[str, np.ndarray]:
+  with np.load(path) as z:
+    return {k: z[k] for k in z.files}
+
+
+def _with(arrays: dict, **changes) -> dict:
+  return {**arrays, **changes}
+
+
+# Each edit keeps the file's key, so only validation can catch it.
+_CACHE_EDITS = {
+    "label out of range": (
+        lambda a: _with(a, labels=a["labels"] + 1), "labels values span"),
+    "wrong length": (
+        lambda a: _with(a, input_ids=a["input_ids"][:, :-1],
+                        attention_mask=a["attention_mask"][:, :-1]),
+        "input_ids has shape (3, 7)"),
+    "wrong row count": (
+        lambda a: _with(a, labels=a["labels"][:-1]),
+        "input_ids has shape (3, 8), not [N, max_len] = (2, 8)"),
+    "out-of-vocabulary id": (
+        lambda a: _with(a, input_ids=np.where(a["input_ids"] == 102, 30522,
+                                              a["input_ids"])),
+        "input_ids values span [0, 30522], outside [0, 30522)"),
+    "wrong dtype": (
+        lambda a: _with(a, input_ids=a["input_ids"].astype(np.int64)),
+        "input_ids is int64"),
+    "mask not 0/1": (
+        lambda a: _with(a, attention_mask=a["attention_mask"] * 2),
+        "attention_mask values span [0, 2]"),
+    "texts missing": (
+        lambda a: _with(a, text_offsets=a["text_offsets"][:-1]),
+        "2 texts for 3 rows"),
+}
+
+
+@requires_vocab
+@pytest.mark.parametrize("edit", sorted(_CACHE_EDITS))
+def test_invalid_cache_is_rebuilt(tmp_path, caplog, edit):
+  change, problem = _CACHE_EDITS[edit]
+  _write_jsonl(tmp_path / "d" / "sst2" / "train.jsonl",
+               [_rec("good film", 1), _rec("bad film", 0),
+                _rec("a long and winding film", 1)])
+  kwargs = dict(max_len=8, data_dir=str(tmp_path / "d"),
+                cache_dir=str(tmp_path / "c"))
+  fresh = data.load_split("sst2", "train", **kwargs)
+  [path] = (tmp_path / "c").iterdir()
+  good = _npz(path)
+  with open(path, "wb") as f:
+    np.savez(f, **change(good))
+  split = data.load_split("sst2", "train", **kwargs)
+  for field in ("input_ids", "attention_mask", "labels"):
+    assert getattr(split, field).dtype == np.int32
+    np.testing.assert_array_equal(getattr(split, field), getattr(fresh, field))
+  assert split.texts == fresh.texts
+  assert [p.name for p in (tmp_path / "c").iterdir()] == [path.name]
+  fixed = _npz(path)
+  assert set(fixed) == set(good)
+  for k, v in good.items():
+    assert fixed[k].dtype == v.dtype
+    np.testing.assert_array_equal(fixed[k], v)
+  [warning] = [r.getMessage() for r in caplog.records
+               if r.levelname == "WARNING"]
+  assert str(path) in warning and problem in warning, warning
+
+
 @requires_vocab
 def test_tokenizer_sources_and_caching(tmp_path):
   tok = data.get_tokenizer(REAL_VOCAB)
   assert data.get_tokenizer(REAL_VOCAB) is tok
   assert len(tok.get_vocab()) == 30522
+  # Counted without loading a tokenizer, for checking cached ids.
+  assert data.tokenize.vocab_size(REAL_VOCAB) == len(tok) == 30522
   assert tok("Hello World")["input_ids"] == [101, 7592, 2088, 102]
   folder_tok = data.get_tokenizer(os.path.dirname(REAL_VOCAB))
   assert folder_tok("Hello World")["input_ids"] == [101, 7592, 2088, 102]
@@ -283,6 +360,20 @@ def test_bad_label_reports_line(tmp_path):
   with pytest.raises(UserError) as e:
     data.load_texts("sst2", "train", str(tmp_path))
   assert "not an integer" in _one_line_error(e)
+
+
+def test_label_field_or_generic_label(tmp_path):
+  # trec's hub column is coarse_label; local files may use either name.
+  _write_jsonl(tmp_path / "trec" / "train.jsonl",
+               [json.dumps({"text": "Who?", "coarse_label": 3}),
+                _rec("Where?", 4)])
+  assert data.load_texts("trec", "train", str(tmp_path))[1].tolist() == [3, 4]
+  path = _write_jsonl(tmp_path / "trec" / "test.jsonl", [
+      json.dumps({"text": "Who?", "fine_label": 3})])
+  with pytest.raises(UserError) as e:
+    data.load_texts("trec", "test", str(tmp_path))
+  msg = _one_line_error(e)
+  assert f"{path}:1" in msg and "missing field 'coarse_label' or 'label'" in msg
 
 
 def test_empty_text_reports_line(tmp_path):
@@ -390,6 +481,97 @@ def test_hub_path_uses_load_dataset(monkeypatch):
   texts, labels = data.load_texts("sst2", "validation", "hub", limit=2)
   assert calls == [("glue", "sst2", "validation")]
   assert texts == ["good ", "bad "] and labels.tolist() == [1, 0]
+
+
+# ---------------------------------------------------------------------------
+# Folder datasets (no registry entry).
+
+
+def test_folder_dataset_without_dataset_json(tmp_path):
+  folder = tmp_path / "My Reviews"
+  _write_jsonl(folder / "train.jsonl.gz",
+               [_rec("good", 2), _rec("bad", 0), _rec("meh", 2)])
+  _write_jsonl(folder / "test.jsonl", [_rec("fine", 1)])
+  spec = data.get_spec(str(folder))
+  assert re.fullmatch(r"my_reviews_[0-9a-f]{8}", spec.name), spec.name
+  assert spec.label_names == ("0", "1", "2")
+  assert (spec.train_split, spec.eval_split) == ("train", "test")
+  assert data.get_spec(str(folder)) == spec  # Stable name.
+  # Callers pass spec.name back (as experiment.setup does).
+  assert data.get_spec(spec.name) == spec
+  # data_dir is ignored for folder datasets, even "hub".
+  texts, labels = data.load_texts(spec.name, "train[1:]", "hub")
+  assert texts == ["bad", "meh"] and labels.tolist() == [0, 2]
+  _write_jsonl(folder / "validation.jsonl", [_rec("ok", 1)])
+  assert data.get_spec(str(folder)).eval_split == "validation"
+  other = tmp_path / "elsewhere" / "My Reviews"
+  _write_jsonl(other / "train.jsonl", [_rec("a", 0), _rec("b", 1)])
+  assert data.get_spec(str(other)).name != spec.name
+
+
+def test_folder_dataset_json(tmp_path):
+  folder = tmp_path / "reviews"
+  _write_jsonl(folder / "all.jsonl", [
+      json.dumps({"review": f"r{i}", "stars": i % 3}) for i in range(10)])
+  (folder / "dataset.json").write_text(json.dumps({
+      "label_names": ["bad", "okay", "good", "great"],
+      "train_split": "all[:8]", "eval_split": "all[8:]",
+      "text_field": "review", "label_field": "stars"}))
+  spec = data.get_spec(str(folder))
+  assert spec.label_names == ("bad", "okay", "good", "great")
+  assert (spec.text_field, spec.label_field) == ("review", "stars")
+  texts, labels = data.load_texts(str(folder), spec.eval_split)
+  assert texts == ["r8", "r9"] and labels.tolist() == [2, 0]
+
+
+@requires_vocab
+def test_folder_dataset_load_split(tmp_path):
+  folder = tmp_path / "tiny"
+  _write_jsonl(folder / "train.jsonl.gz", [_rec("good film", 1),
+                                           _rec("bad film", 0)])
+  cache = tmp_path / "c"
+  split = data.load_split(str(folder), "train", max_len=8,
+                          data_dir=str(tmp_path / "nope"), cache_dir=cache)
+  assert split.labels.tolist() == [1, 0] and split.input_ids.shape == (2, 8)
+  name = data.get_spec(str(folder)).name
+  assert [p.name.startswith(f"{name}-train-") for p in cache.iterdir()] == [
+      True]
+
+
+@pytest.mark.parametrize("files,expected", [
+    ({}, "has no split files"),
+    ({"test.jsonl": _rec("x", 1)}, "no 'train' split"),
+    ({"train.jsonl": _rec("x", 0)}, "only label 0"),
+    ({"train.jsonl": _rec("x", "pos")}, "train.jsonl:1: label 'pos' is not"),
+    ({"train.jsonl": _rec("x", -1)}, "label -1 is not a class id"),
+    ({"train.jsonl": _rec("x", 1), "dataset.json": "{"}, "cannot read"),
+    ({"train.jsonl": _rec("x", 1), "dataset.json": "[]"}, "not an object"),
+    ({"train.jsonl": _rec("x", 1), "dataset.json": '{"labels": ["a", "b"]}'},
+     "unknown key 'labels'"),
+    ({"train.jsonl": _rec("x", 1), "dataset.json": '{"label_names": "ab"}'},
+     "label_names is 'ab'"),
+    ({"train.jsonl": _rec("x", 1), "dataset.json": '{"eval_split": "t[1"}'},
+     "bad split 't[1'"),
+])
+def test_folder_dataset_errors(tmp_path, files, expected):
+  folder = tmp_path / "d"
+  folder.mkdir()
+  for name, content in files.items():
+    (folder / name).write_text(content + "\n")
+  with pytest.raises(UserError) as e:
+    data.get_spec(str(folder))
+  msg = _one_line_error(e)
+  assert expected in msg and str(folder) in msg, msg
+
+
+def test_folder_dataset_missing_path(tmp_path):
+  with pytest.raises(UserError) as e:
+    data.get_spec(str(tmp_path / "nope"))
+  assert "nope does not exist" in _one_line_error(e)
+  (tmp_path / "file.jsonl").write_text(_rec("x", 0) + "\n")
+  with pytest.raises(UserError) as e:
+    data.load_texts(str(tmp_path / "file.jsonl"), "train")
+  assert "file.jsonl is not a folder" in _one_line_error(e)
 
 
 # ---------------------------------------------------------------------------
