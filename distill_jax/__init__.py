@@ -5,6 +5,12 @@ import os as _os
 __version__ = "0.1.0"
 
 
+def load_distilled(path: str) -> dict:
+  """`export.load_distilled`, imported on first call so `import distill_jax` stays light for its users."""
+  from distill_jax import export
+  return export.load_distilled(path)
+
+
 def _xla_cpu_defaults() -> None:
   """XLA:CPU flags the outer step is measured with (benchmarks/results/outer.md).
 
