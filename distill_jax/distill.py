@@ -14,7 +14,7 @@ import ml_collections
 import optax
 from absl import logging
 
-from distill_jax import checkpoint, evaluate, fit, metrics, modeling, parallel, synthetic
+from distill_jax import checkpoint, data, decode, evaluate, export, fit, metrics, modeling, parallel, synthetic
 from distill_jax.errors import UserError
 
 State = dict
@@ -163,4 +163,20 @@ def distill_and_save(exp, workdir: str) -> dict:
       writer.write(done, eval_accuracy=acc)
     if done % cfg.outer.checkpoint_every == 0 or done == cfg.outer.steps:
       checkpoint.save(mngr, done, dict(state=state, static=static), cfg.to_dict())
-  return dict(steps=int(state["step"]), seconds=time.perf_counter() - t0)
+  seconds = time.perf_counter() - t0
+  exported = export_set(exp, syn, spec, state["learned"], static, os.path.join(workdir, "distilled"))
+  return dict(steps=int(state["step"]), seconds=seconds, exported=exported)
+
+
+def export_set(exp, syn, spec: fit.InnerSpec, learned: dict, static: dict, directory: str) -> str:
+  """The set as portable files (`export.save_set`) with its decoded text, for use outside this tool."""
+  arrays = jax.device_get(syn.materialize(learned["data"], static))
+  if jax.process_index() != 0:
+    return directory
+  cfg = exp.cfg
+  table = modeling.word_table(exp.init_fn(jax.random.PRNGKey(cfg.init.seed)))
+  texts = decode.texts(decode.decode_set(arrays, table), arrays["attention_mask"],
+                       data.get_tokenizer(cfg.data.vocab or None))
+  return export.save_set(directory, arrays, jax.device_get(synthetic.step_sizes(learned["lr"], spec.lr_param)),
+                         config=cfg.to_dict(), label_names=list(exp.spec.label_names), texts=texts,
+                         model_config=exp.model.config.to_dict())

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import checkpoint, config as config_lib, data, decode, fit, modeling, synthetic
+from distill_jax import checkpoint, config as config_lib, data, decode, export, fit, modeling, synthetic
 from distill_jax.errors import UserError
 
 
@@ -155,20 +155,32 @@ def _restore_set(mngr, learned0: dict, static0: dict) -> tuple[dict, dict, int]:
 def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> dict:
   """Distilled set vs its own starting point, a random real subset of the same size, the real-data
   ceiling and its decoded text."""
-  mngr = checkpoint.manager(checkpoint_dir(cli_cfg.evaluate.checkpoint), create=False)
-  cfg = eval_config(cli_cfg, checkpoint.restore_config(mngr))
+  source = cli_cfg.evaluate.checkpoint
+  exported = export.load_distilled(source) if export.holds_set(source) else None
+  if exported is None:
+    mngr = checkpoint.manager(checkpoint_dir(source), create=False)
+    saved = checkpoint.restore_config(mngr)
+  else:
+    saved = config_lib.upgrade(exported["config"])
+  cfg = eval_config(cli_cfg, saved)
   config_lib.validate(cfg)
   if cfg.data.dataset != cli_cfg.data.dataset:
-    logging.warning("evaluating on %s, the dataset of the checkpoint (the config names %s)",
+    logging.warning("evaluating on %s, the dataset of the distilled set (the config names %s)",
                     cfg.data.dataset, cli_cfg.data.dataset)
   exp = setup(cfg)
   syn, start, start_static = synthetic.initial_set(exp)
   spec = fit.InnerSpec.from_config(cfg)
-  learned, static, outer_steps = _restore_set(mngr, start, start_static)
+  if exported is None:
+    learned, static, outer_steps = _restore_set(mngr, start, start_static)
+    syn_data = syn.materialize(learned["data"], static)
+    lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
+    storage = synthetic.num_learned_floats(learned["data"])
+  else:  # the exported arrays are the set itself: what it stores is what it is
+    syn_data = {k: jnp.asarray(exported[k]) for k in export.KEYS[exported["inputs"]]}
+    lrs, outer_steps = jnp.asarray(exported["step_sizes"]), cfg.outer.steps
+    storage = synthetic.num_learned_floats({k: v for k, v in syn_data.items() if v.dtype == jnp.float32})
   e = cfg.evaluate
   n_syn = cfg.synthetic.n_per_class * exp.num_classes
-  syn_data = syn.materialize(learned["data"], static)
-  lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
   run = functools.partial(evaluate_set, exp.model, exp.init_fn, spec=spec, split=exp.eval, seeds=e.seeds,
                           batch_size=e.batch_size)
   result = dict(dataset=exp.spec.name, eval_split=cfg.data.eval_split or exp.spec.eval_split,
@@ -180,7 +192,7 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                 fixed_word_embeddings=cfg.init.fixed_word_embeddings,
                 pooling=cfg.model.pooling,
                 outer_steps=outer_steps, step_sizes=np.asarray(lrs).tolist(),
-                storage_floats=synthetic.num_learned_floats(learned["data"]))
+                storage_floats=storage)
   result["distilled"] = summary(run(data_arrays=syn_data, lrs=lrs))
   logging.info("distilled: %.4f ± %.4f", result["distilled"]["mean"], result["distilled"]["std"])
   # Random held-out training rows tune the baselines' step sizes (files may be sorted by label).

@@ -68,7 +68,8 @@ def load_distilled(path: str) -> dict:
   """A set written by `save_set`, from its directory or its .safetensors file.
 
   Returns numpy arrays under `materialize`'s keys plus "step_sizes", and
-  "config", "label_names", "texts" and "model_config" (None when not saved).
+  "inputs" ("embeddings" or "tokens": which keys), "config", "label_names",
+  "texts" and "model_config" (None when not saved).
   """
   file = os.path.join(path, SET_FILE) if os.path.isdir(path) else path
   if not os.path.isfile(file):
@@ -85,8 +86,14 @@ def load_distilled(path: str) -> dict:
     raise UserError(f"{file} has format version {metadata['format_version']} (this distill_jax reads up to "
                     f"{FORMAT_VERSION}); upgrade distill_jax")
   optional = lambda key: json.loads(metadata[key]) if key in metadata else None
-  return {**arrays, "config": json.loads(metadata["config"]), "label_names": json.loads(metadata["label_names"]),
-          "texts": optional("texts"), "model_config": optional("model_config")}
+  return {**arrays, "inputs": metadata["inputs"], "config": json.loads(metadata["config"]),
+          "label_names": json.loads(metadata["label_names"]), "texts": optional("texts"),
+          "model_config": optional("model_config")}
+
+
+def holds_set(path: str) -> bool:
+  """Whether `path` is an export (its directory or its .safetensors file) rather than a checkpoint."""
+  return os.path.isfile(os.path.join(path, SET_FILE)) or (os.path.isfile(path) and path.endswith(".safetensors"))
 
 
 def _inputs_kind(arrays: Mapping[str, Any]) -> str:

@@ -3,6 +3,7 @@
 import json
 import os
 
+import distill_jax
 import jax
 import numpy as np
 import pytest
@@ -78,6 +79,15 @@ def test_evaluate_mode_reports_distilled_baselines_and_decoded(tmp_path):
   assert r["random_subset"]["lr"] in (0.01, 0.1)
   assert len(r["step_sizes"]) == 3
   assert os.path.exists(tmp_path / "eval" / "result_evaluate.json")
+  # The exported set evaluates to the same accuracies as the checkpoint it was written from.
+  exported = str(tmp_path / "run" / "distilled")
+  assert distill_jax.load_distilled(exported)["texts"] is not None
+  again = main.run(tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": exported,
+                                                                  "evaluate.baselines": False,
+                                                                  "evaluate.ceiling_batch_size": 0,
+                                                                  "evaluate.decode": False}),
+                   str(tmp_path / "eval_export"))
+  assert again["distilled"]["accs"] == r["distilled"]["accs"] and again["step_sizes"] == r["step_sizes"]
 
 
 def test_addressable_parametrisation_trains_through_the_same_engine(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import distill_jax
-from distill_jax import distill, export, inner, synthetic
+from distill_jax import export, fit, inner, synthetic
 from distill_jax.errors import UserError
 from distill_jax.models import bert, hf
 
@@ -221,7 +221,7 @@ def test_the_torch_example_reports_a_bad_path_in_one_line(tmp_path):
     (_tokens_set, "adam", 1, "cls"),  # the word table trains through the token distributions
 ])
 def test_the_torch_example_replays_the_inner_loop(tmp_path, make_set, optimizer, groups, pooling):
-  """From the same θ0, its losses are the ones `distill.train_on_set` computes: the recipe is the same."""
+  """From the same θ0, its losses are the ones `fit.train_on_set` computes: the recipe is the same."""
   import torch
   arrays = make_set()
   lrs = jnp.asarray(np.random.default_rng(0).uniform(0.01, 0.05, (T, groups) if groups > 1 else (T,)), jnp.float32)
@@ -230,9 +230,9 @@ def test_the_torch_example_replays_the_inner_loop(tmp_path, make_set, optimizer,
   directory = _save(tmp_path, arrays, lrs, config=config)
   model = bert.BertForSequenceClassification(TINY, pooling=pooling)
   theta0 = bert.init_params(model, jax.random.PRNGKey(3))
-  spec = distill.InnerSpec(steps=T, batch_size=0, lr_param="softplus", remat=False,
-                           tx=inner.direction(optimizer, momentum=0.8, eps=1e-6))
-  theta_t, jax_losses = distill.train_on_set(model, theta0, arrays, lrs, jax.random.PRNGKey(0), spec)
+  spec = fit.InnerSpec(steps=T, batch_size=0, lr_param="softplus", remat=False,
+                      tx=inner.direction(optimizer, momentum=0.8, eps=1e-6))
+  theta_t, jax_losses = fit.train_on_set(model, theta0, arrays, lrs, jax.random.PRNGKey(0), spec)
   example = _example()
   torch_model = example.build_model(export.load_distilled(directory))
   missing, unexpected = torch_model.load_state_dict(

@@ -9,7 +9,6 @@ import pytest
 
 from distill_jax import fit, inner, modeling, synthetic
 from distill_jax.models import bert
-from conftest import f64
 
 M, L, T = 4, 6, 5
 
