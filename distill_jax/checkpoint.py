@@ -7,13 +7,17 @@ can be refused when it does not match the current config.
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
-from typing import Any, Optional
+import shutil
+from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
-from distill_jax import config as config_lib
+from distill_jax import config as config_lib, signals
 from distill_jax.errors import UserError
 
 # Config keys that fix the shapes of a checkpoint: resuming or evaluating with
@@ -36,16 +40,44 @@ def manager(directory: str, max_to_keep: Optional[int] = 3, create: bool = True)
     if not os.access(directory, os.W_OK):
       raise UserError(f"checkpoint directory {directory} is not writable; pass a writable --workdir")
   elif not os.path.isdir(directory):
-    raise UserError(f"no checkpoint directory at {directory}; pass --config.checkpoint=WORKDIR/checkpoints "
-                    "of a finished run")
+    raise UserError(f"no checkpoint directory at {directory}; pass --config.evaluate.checkpoint=WORKDIR "
+                    "of a distillation run (or its distilled/ export)")
   opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
   return ocp.CheckpointManager(directory, options=opts)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, config: dict) -> None:
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          config=ocp.args.JsonSave(config)), force=True)
-  mngr.wait_until_finished()
+  """Writes step `step`; a full disk ends in one line and leaves the earlier steps as they were."""
+  try:
+    with signals.deferred(hard=True):  # Ctrl-C waits for the save: a checkpoint is whole or absent
+      mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                              config=ocp.args.JsonSave(config)), force=True)
+      mngr.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore wrap OSError their own ways)
+    if not is_disk_full(e):
+      raise
+    _remove_partial(mngr, step)
+    kept = [s for s in mngr.all_steps() if s != step]
+    raise UserError(f"no space left on device writing checkpoint step {step} in {mngr.directory}; "
+                    f"the last checkpoint (step {max(kept) if kept else 'none'}) is intact; free space and "
+                    "rerun the same command to resume") from None
+
+
+def is_disk_full(e: BaseException) -> bool:
+  text = str(e)
+  return ((isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in text
+          or "RESOURCE_EXHAUSTED" in text)
+
+
+def _remove_partial(mngr: ocp.CheckpointManager, step: int) -> None:
+  """Orbax's temporary folders of an unfinished save, and the step's folder if it never committed."""
+  root = str(mngr.directory)
+  for path in glob.glob(os.path.join(root, f"{step}.orbax-checkpoint-tmp*")):
+    shutil.rmtree(path, ignore_errors=True)
+  folder = os.path.join(root, str(step))
+  if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, "commit_success.txt")):
+    shutil.rmtree(folder, ignore_errors=True)
+  mngr.reload()
 
 
 def latest_step(mngr: ocp.CheckpointManager) -> Optional[int]:
@@ -53,10 +85,12 @@ def latest_step(mngr: ocp.CheckpointManager) -> Optional[int]:
 
 
 def restore_config(mngr: ocp.CheckpointManager, step: Optional[int] = None) -> dict:
-  step = mngr.latest_step() if step is None else step
+  """The config saved with `step` (default: the newest intact step), old key names upgraded."""
   if step is None:
-    raise UserError(f"no checkpoint found in {mngr.directory}; run a distillation first")
+    return restore_newest(mngr)[1]
   saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+  if not isinstance(saved, dict):
+    raise ValueError(f"config is a JSON {type(saved).__name__}")
   return config_lib.upgrade(saved)
 
 
@@ -71,12 +105,59 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
                       f"has {now!r}; use --config.{key}={was!r} or a new --workdir")
 
 
-def restore_state(mngr: ocp.CheckpointManager, template: Any = None, step: Optional[int] = None) -> Any:
-  """Restores into the structure of `template` (as saved without one); a shape mismatch is a user error."""
-  step = mngr.latest_step() if step is None else step
-  abstract = None if template is None else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-  try:
-    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
-  except (ValueError, KeyError) as e:
-    raise UserError(f"checkpoint {mngr.directory} step {step} does not fit this config "
-                    f"({str(e).splitlines()[0][:200]}); use the config it was written with") from None
+def restore_newest(mngr: ocp.CheckpointManager, template: Any = None, *, check: Optional[Callable] = None,
+                   set_aside: bool = False, state: bool = False) -> tuple[int, dict, Any]:
+  """(step, config, state or None) of the newest step that restores whole.
+
+  A step whose files do not restore (truncated arrays, a garbled config, an
+  empty folder) is skipped with a one-line warning; with `set_aside` (resuming,
+  which will write those step numbers again) its folder is renamed
+  `damaged-<step>`, kept for inspection. `check(config)` runs before the state
+  is read, so a config that does not fit is refused, not taken for damage.
+  `template` gives the state its structure; None restores it as saved.
+  """
+  skipped = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      saved = restore_config(mngr, step)
+    except Exception as e:  # pylint: disable=broad-except  (any failure to read it is damage)
+      skipped.append(_damaged(mngr, step, e, set_aside))
+      continue
+    if check is not None:
+      check(saved)
+    if not state:
+      return step, saved, None
+    abstract = None if template is None else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+    except Exception as e:  # pylint: disable=broad-except
+      skipped.append(_damaged(mngr, step, e, set_aside))
+      continue
+    return step, saved, restored
+  if skipped:
+    raise UserError(f"every checkpoint in {mngr.directory} is damaged (steps {', '.join(map(str, skipped))}); "
+                    "move the folder away and start again, or pass a new --workdir")
+  raise UserError(f"no checkpoint found in {mngr.directory}; run a distillation first")
+
+
+def _damaged(mngr: ocp.CheckpointManager, step: int, error: Exception, set_aside: bool) -> int:
+  reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+  folder = os.path.join(str(mngr.directory), str(step))
+  if set_aside:
+    moved = os.path.join(str(mngr.directory), f"damaged-{step}")
+    n = 1
+    while os.path.exists(moved):
+      moved, n = os.path.join(str(mngr.directory), f"damaged-{step}-{n}"), n + 1
+    os.rename(folder, moved)
+    mngr.reload()
+    logging.warning("checkpoint step %d is damaged (%s): moved to %s; falling back to an earlier step",
+                    step, reason, moved)
+  else:
+    logging.warning("checkpoint step %d in %s is damaged (%s): skipped; using an earlier step",
+                    step, mngr.directory, reason)
+  return step
+
+
+def restore_state(mngr: ocp.CheckpointManager, template: Any = None) -> Any:
+  """The state of the newest intact step (`restore_newest`), as saved or in `template`'s structure."""
+  return restore_newest(mngr, template, state=True)[2]

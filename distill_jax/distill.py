@@ -14,7 +14,8 @@ import ml_collections
 import optax
 from absl import logging
 
-from distill_jax import checkpoint, data, decode, evaluate, export, fit, metrics, modeling, parallel, synthetic
+from distill_jax import (checkpoint, config as config_lib, data, decode, evaluate, export, fit, metrics, modeling,
+                         parallel, signals, synthetic)
 from distill_jax.errors import UserError
 
 State = dict
@@ -61,7 +62,7 @@ def make_meta_loss(model, syn, init_fn: Callable, spec: fit.InnerSpec, real_batc
 
 def make_train_step(meta_loss: Callable, tx: optax.GradientTransformation, lr_param: str,
                     mesh: Optional[jax.sharding.Mesh] = None) -> Callable:
-  """One jitted outer step. A non-finite loss or gradient leaves the state unchanged
+  """One jitted outer step. A non-finite loss, gradient or updated state leaves the state unchanged
   and reports `finite=False`, so the caller can stop with the last good state intact.
 
   With a `mesh`, inputs and outputs are replicated over it (place them with
@@ -72,10 +73,10 @@ def make_train_step(meta_loss: Callable, tx: optax.GradientTransformation, lr_pa
     key = jax.random.fold_in(state["rng"], state["step"])
     (loss, metrics), grads = jax.value_and_grad(meta_loss, has_aux=True)(
         state["learned"], static, key, real)
-    finite = jnp.isfinite(loss) & jnp.all(jnp.array(
-        [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
     updates, opt_state = tx.update(grads, state["opt"], state["learned"])
     learned = optax.apply_updates(state["learned"], updates)
+    # The update too: a finite gradient times an overflowing learning rate is not a good state.
+    finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(learned) & _all_finite(opt_state)
     keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = dict(step=state["step"] + 1, rng=state["rng"],
                      learned=keep(learned, state["learned"]), opt=keep(opt_state, state["opt"]))
@@ -88,6 +89,11 @@ def make_train_step(meta_loss: Callable, tx: optax.GradientTransformation, lr_pa
     rep = parallel.replicated(mesh)
     return jax.jit(train_step, donate_argnums=0, in_shardings=rep, out_shardings=rep)
   return jax.jit(train_step, donate_argnums=0)
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
 
 
 def init_state(learned: dict, tx: optax.GradientTransformation, seed: int) -> State:
@@ -121,18 +127,38 @@ def make_problem(exp):
   return syn, spec, step_fn, (parallel.replicate(ckpt, mesh) if mesh is not None else ckpt)
 
 
+def check_resumable(cfg: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses, before anything is written, to resume a checkpoint that does not fit `cfg`."""
+  folder = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(folder):
+    mngr = checkpoint.manager(folder, create=False)
+    if mngr.all_steps():
+      checkpoint.restore_newest(mngr, check=lambda saved: checkpoint.check_compatible(saved, cfg.to_dict(), folder))
+
+
 def distill_and_save(exp, workdir: str) -> dict:
   """Runs (or resumes) distillation, checkpointing every `outer.checkpoint_every` steps and
-  evaluating the set every `outer.eval_every` steps (logged as `eval_accuracy`)."""
+  evaluating the set every `outer.eval_every` steps (logged as `eval_accuracy`).
+
+  Ctrl-C or SIGTERM finish the current step, save it and stop (`signals`);
+  a non-finite step is never saved.
+  """
   cfg = exp.cfg
   syn, spec, step_fn, ckpt = make_problem(exp)
   evaluator = evaluate.make_progress_evaluator(exp, spec, syn) if cfg.outer.eval_every else None
   mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
-  if checkpoint.latest_step(mngr) is not None:
-    checkpoint.check_compatible(checkpoint.restore_config(mngr), cfg.to_dict(), mngr.directory)
-    ckpt = checkpoint.restore_state(mngr, ckpt)
-    logging.info("resumed from step %d", int(ckpt["state"]["step"]))
+  if mngr.all_steps():
+    check = lambda saved: checkpoint.check_compatible(saved, cfg.to_dict(), mngr.directory)
+    step, saved, ckpt = checkpoint.restore_newest(mngr, ckpt, check=check, set_aside=True, state=True)
+    if config_lib.get(saved, "inner.lr") != cfg.inner.lr:
+      logging.warning("resuming keeps the step sizes learned so far; inner.lr=%s only sets where new runs start",
+                      cfg.inner.lr)
+    logging.info("resumed from step %d", step)
   state, static = ckpt["state"], ckpt["static"]
+  n_train = len(exp.train)
+  if cfg.outer.real_batch_size > n_train:
+    logging.warning("outer.real_batch_size=%d exceeds the %d training rows: each outer step scores all of them",
+                    cfg.outer.real_batch_size, n_train)
   real = exp.device_split(exp.train)
   mesh = parallel.mesh_from_config(cfg)
   if mesh is not None:
@@ -141,28 +167,35 @@ def distill_and_save(exp, workdir: str) -> dict:
   start = int(state["step"])
   writer.truncate_after(start)
   progress = metrics.Progress(cfg.outer.steps, start)
+  if start < cfg.outer.steps:
+    logging.info("compiling the outer step (the first step includes it)...")
   t0 = time.perf_counter()
+  saved_at = start
   for step in range(start, cfg.outer.steps):
-    new_state, m = step_fn(state, static, real)
-    if not bool(m["finite"]):
-      raise UserError(
-          f"non-finite meta-loss or meta-gradient at outer step {step} (step sizes "
-          f"{float(m['lr_min']):.3g}..{float(m['lr_max']):.3g}; likely cause: step sizes or outer.lr too large); "
-          f"lower --config.outer.lr/--config.outer.lr_lr or --config.inner.lr. Last good checkpoint: "
-          f"step {checkpoint.latest_step(mngr)} in {mngr.directory}")
-    state = new_state
-    done = step + 1
-    if done % cfg.outer.log_every == 0 or done == cfg.outer.steps:
-      m = {k: float(v) for k, v in m.items() if k != "finite"}
-      progress.log(done, **{k: m[k] for k in ("meta_loss", "meta_acc", "grad_norm", "lr_mean")})
-      writer.write(done, **m, seconds=time.perf_counter() - t0)
-    if evaluator is not None and cfg.outer.eval_every and (done % cfg.outer.eval_every == 0
-                                                           or done == cfg.outer.steps):
-      acc = evaluator(state["learned"], static)
-      logging.info("outer step %d: eval accuracy %.4f", done, acc)
-      writer.write(done, eval_accuracy=acc)
-    if done % cfg.outer.checkpoint_every == 0 or done == cfg.outer.steps:
-      checkpoint.save(mngr, done, dict(state=state, static=static), cfg.to_dict())
+    with signals.deferred():
+      new_state, m = step_fn(state, static, real)
+      if not bool(m["finite"]):
+        raise UserError(
+            f"non-finite meta-loss, meta-gradient or update at outer step {step + 1} (step sizes "
+            f"{float(m['lr_min']):.3g}..{float(m['lr_max']):.3g}); the last good checkpoint (step "
+            f"{checkpoint.latest_step(mngr)}) is intact. Lower --config.outer.lr/--config.outer.lr_lr and rerun "
+            "(a resume keeps the learned step sizes; a lower --config.inner.lr needs a new --workdir)")
+      state = new_state
+      done = step + 1
+      if done % cfg.outer.log_every == 0 or done == cfg.outer.steps:
+        m = {k: float(v) for k, v in m.items() if k != "finite"}
+        progress.log(done, **{k: m[k] for k in ("meta_loss", "meta_acc", "grad_norm", "lr_mean")})
+        writer.write(done, **m, seconds=time.perf_counter() - t0)
+      if evaluator is not None and (done % cfg.outer.eval_every == 0 or done == cfg.outer.steps):
+        acc = evaluator(state["learned"], static)
+        logging.info("outer step %d: eval accuracy %.4f", done, acc)
+        writer.write(done, eval_accuracy=acc)
+      if done % cfg.outer.checkpoint_every == 0 or done == cfg.outer.steps or signals.pending():
+        checkpoint.save(mngr, done, dict(state=state, static=static), cfg.to_dict())
+        saved_at = done
+      if signals.pending():
+        raise signals.Interrupted(signals.take(), f"interrupted at step {saved_at}; checkpoint saved in "
+                                                  f"{mngr.directory}; rerun the same command to resume")
   seconds = time.perf_counter() - t0
   exported = export_set(exp, syn, spec, state["learned"], static, os.path.join(workdir, "distilled"))
   return dict(steps=int(state["step"]), seconds=seconds, exported=exported)

@@ -7,16 +7,20 @@ stderr and exit status 2, never a traceback.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fcntl
 import logging as pylogging
 import os
 import subprocess
 import sys
+import time
+from typing import Iterator
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from distill_jax import config as config_lib, evaluate, experiment, metrics, parallel, runtime
+from distill_jax import (config as config_lib, distill, evaluate, experiment, metrics, parallel, runtime, signals,
+                         train)
 from distill_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -32,36 +36,68 @@ def _git_commit() -> str:
     return "unknown"
 
 
-def prepare_workdir(workdir: str, cfg) -> None:
+def prepare_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise UserError(f"cannot create workdir {workdir} ({e.strerror}); pass a writable --workdir") from None
   if not os.access(workdir, os.W_OK):
     raise UserError(f"workdir {workdir} is not writable; pass a writable --workdir")
-  metrics.write_json(os.path.join(workdir, f"config_{cfg.mode}.json"),
-                     dict(config=cfg.to_dict(), git_commit=_git_commit(), argv=sys.argv))
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str) -> Iterator[None]:
+  """One run per workdir: a second one is refused instead of interleaving checkpoints and metrics."""
+  path = os.path.join(workdir, ".lock")
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+      raise UserError(f"workdir {workdir} is in use by another distill_jax run (PID {holder}); wait for it to "
+                      "finish or pass another --workdir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
+def _what_is_kept(mode: str, workdir: str) -> str:
+  return {"distill": f"the checkpoints in {workdir}/checkpoints are intact; rerun the same command to resume",
+          "train": f"the best checkpoint so far is in {workdir}/train_checkpoints; a rerun trains from the start",
+          "evaluate": "nothing was written yet (results come at the end); rerun the same command"}[mode]
 
 
 def run(cfg, workdir: str) -> dict:
   cfg = config_lib.upgrade_config(cfg)
   config_lib.validate(cfg)  # before any data is read or the workdir is touched
+  if cfg.mode == "distill":
+    distill.check_resumable(cfg, workdir)  # a refused resume leaves the run's files as they were
   parallel.maybe_initialize_distributed(cfg)  # before anything touches a device
-  prepare_workdir(workdir, cfg)
-  if cfg.mode == "evaluate":
-    result = evaluate.evaluate_checkpoint(cfg, experiment.setup)
-  else:
-    exp = experiment.setup(cfg)
-    if cfg.mode == "train":
-      from distill_jax import train
-      result = train.train_and_evaluate(exp, workdir)
+  prepare_workdir(workdir)
+  with workdir_lock(workdir):
+    metrics.write_json(os.path.join(workdir, f"config_{cfg.mode}.json"),
+                       dict(config=cfg.to_dict(), git_commit=_git_commit(), argv=sys.argv))
+    if cfg.mode == "evaluate":
+      result = evaluate.evaluate_checkpoint(cfg, experiment.setup)
     else:
-      from distill_jax import distill
-      result = distill.distill_and_save(exp, workdir)
-    result = dict(result, dataset=exp.spec.name)
-  result = dict(result, mode=cfg.mode, git_commit=_git_commit())
-  metrics.write_json(os.path.join(workdir, f"result_{cfg.mode}.json"), result)
+      exp = experiment.setup(cfg)
+      if cfg.mode == "train":
+        result = train.train_and_evaluate(exp, workdir)
+      else:
+        result = distill.distill_and_save(exp, workdir)
+      result = dict(result, dataset=exp.spec.name)
+    result = dict(result, mode=cfg.mode, git_commit=_git_commit())
+    metrics.write_json(os.path.join(workdir, f"result_{cfg.mode}.json"), result)
   return result
+
+
+def default_workdir(cfg) -> str:
+  """runs/<dataset>-<mode>-<date>-<time>, so the quick start needs no --workdir."""
+  name = os.path.basename(os.path.normpath(str(config_lib.get(cfg.to_dict(), "data.dataset", "run"))))
+  return os.path.join("runs", f"{name}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 class _QuietLibraries(pylogging.Filter):
@@ -82,14 +118,45 @@ def main(argv) -> None:
   except OSError:
     _fail(f"cannot load config file {flags.FLAGS['config'].config_filename!r}; "
           "pass an existing one, e.g. --config=configs/sst2.py")
-  if cfg is None or FLAGS.workdir is None:
-    _fail("pass --config=configs/<dataset>.py and --workdir=DIR")
+  if cfg is None:
+    _fail("pass --config=configs/<dataset>.py (and optionally --workdir=DIR)")
+  workdir = FLAGS.workdir or default_workdir(config_lib.upgrade_config(cfg))
+  if not FLAGS.workdir:
+    logging.info("workdir: %s", workdir)
+  signals.install()
   try:
-    result = run(cfg, FLAGS.workdir)
+    result = run(cfg, workdir)
   except UserError as e:
     _fail(str(e))
-  summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
-  logging.info("result: %s", json.dumps(summary))
+  except signals.Interrupted as e:
+    if not e.message.startswith("interrupted at step"):
+      e.message += f"; {_what_is_kept(cfg.mode, workdir)}"
+    print(e.message, file=sys.stderr)
+    sys.exit(e.exit_code)
+  for line in summary_lines(result, workdir, FLAGS["config"].config_filename):
+    print(line, file=sys.stderr)
+
+
+def summary_lines(result: dict, workdir: str, config_file: str) -> list[str]:
+  """What a run achieved and where its files are, in three lines."""
+  pct = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}%"
+  if result["mode"] == "distill":
+    acc = metrics.last(workdir, "eval_accuracy")
+    held = f"; held-out accuracy {100 * acc:.2f}% (outer.eval_seeds models)" if acc is not None else ""
+    return [f"distilled {result['steps']} outer steps in {result['seconds'] / 60:.1f} min{held}",
+            f"set: {result['exported']} (set.safetensors, set.jsonl); checkpoints: {workdir}/checkpoints",
+            f"compare with real data: python -m distill_jax.main --config={config_file} --config.mode=evaluate "
+            f"--config.evaluate.checkpoint={workdir}"]
+  if result["mode"] == "evaluate":
+    parts = [f"distilled {pct(result['distilled'])}"]
+    parts += [f"{name} {pct(result[key])}" for key, name in (("random_subset", "random real subset"),
+                                                             ("real_ceiling", "real-data ceiling"),
+                                                             ("initial_set", "before distillation"))
+              if key in result]
+    return [f"{result['dataset']}, {result['num_examples']} examples, {result['distilled']['n']} fresh models "
+            f"each: " + " | ".join(parts), f"result: {workdir}/result_evaluate.json"]
+  return [f"best eval accuracy {100 * result['best_eval_accuracy']:.2f}% (epoch {result['best_epoch']}); "
+          f"result: {workdir}/result_train.json"]
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -11,6 +12,8 @@ import jax
 import numpy as np
 import tensorboardX
 from absl import logging
+
+from distill_jax.errors import UserError
 
 
 def _plain(v: Any) -> Any:
@@ -36,21 +39,30 @@ class Writer:
     if not self.active:
       return
     kept = [r for r in read(os.path.dirname(self.path), os.path.basename(self.path)) if r["step"] <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in kept)
-    os.replace(tmp, self.path)
+    _atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
   def write(self, step: int, **metrics: Any) -> None:
     if not self.active:
       return
     plain = {k: _plain(v) for k, v in metrics.items()}
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), **plain}) + "\n")
+    try:
+      with open(self.path, "a") as f:
+        f.write(json.dumps({"step": int(step), **plain}) + "\n")
+    except OSError as e:
+      if e.errno == errno.ENOSPC:
+        raise UserError(f"no space left on device writing {self.path}; the checkpoints are intact; free space "
+                        "and rerun the same command to resume") from None
+      raise
     for k, v in plain.items():
       if isinstance(v, (int, float)):
         self.tb.add_scalar(k, v, int(step))
     self.tb.flush()
+
+
+def last(workdir: str, key: str) -> Any:
+  """The newest logged value of `key`, or None."""
+  values = [r[key] for r in read(workdir) if key in r]
+  return values[-1] if values else None
 
 
 def read(workdir: str, name: str = "metrics.jsonl") -> list[dict]:
@@ -84,8 +96,20 @@ def write_json(path: str, obj: Any) -> None:
   """Atomic write, so an interrupted run never leaves half a result file (process 0 only)."""
   if jax.process_index() != 0:
     return
+  _atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_plain) + "\n")
+
+
+def _atomic_write(path: str, text: str) -> None:
+  """tmp + rename; a full disk ends in one line and leaves the old file and no tmp behind."""
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=_plain)
-    f.write("\n")
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    if e.errno == errno.ENOSPC:
+      raise UserError(f"no space left on device writing {path}; the checkpoints are intact; free space and "
+                      "rerun the same command") from None
+    raise

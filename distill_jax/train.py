@@ -54,7 +54,7 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
   opt_state = tx.init(params)
   run_chunk = make_chunk_fn(exp, tx)
   writer = metrics.Writer(workdir)
-  mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), max_to_keep=1)
+  mngr = checkpoint.manager(os.path.join(workdir, "train_checkpoints"), max_to_keep=1)  # never a distillation's folder
   progress = metrics.Progress(total)
   best, best_epoch, history, step = -1.0, -1, [], 0
   for epoch in range(t.epochs):

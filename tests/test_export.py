@@ -72,7 +72,7 @@ def test_an_embedding_set_round_trips(tmp_path):
   assert sorted(os.listdir(directory)) == ["set.jsonl", "set.safetensors"]  # no staging files left
   for path in (directory, os.path.join(directory, "set.safetensors")):
     got = distill_jax.load_distilled(path)
-    assert set(got) == {*arrays, "step_sizes", "config", "label_names", "texts", "model_config"}
+    assert set(got) == {*arrays, "step_sizes", "inputs", "config", "label_names", "texts", "model_config"}
     for key, value in arrays.items():
       np.testing.assert_array_equal(got[key], np.asarray(value))
       assert got[key].dtype == (np.int32 if key == "attention_mask" else np.float32)

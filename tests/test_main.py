@@ -25,7 +25,7 @@ def test_train_mode_end_to_end(tmp_path):
   result = json.load(open(tmp_path / "w" / "result_train.json"))
   assert len(result["eval_accuracy_per_epoch"]) == 2
   assert 0.0 <= result["best_eval_accuracy"] <= 1.0
-  assert os.path.isdir(tmp_path / "w" / "checkpoints")
+  assert os.path.isdir(tmp_path / "w" / "train_checkpoints")
   saved = json.load(open(tmp_path / "w" / "config_train.json"))
   assert saved["config"]["train"]["epochs"] == 2 and saved["git_commit"]
   assert "eval accuracy" in r.stderr  # progress lines go to the absl log
@@ -56,6 +56,12 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
     (["--config.data.max_len=abc"], "invalid literal"),
     (["--config.data.max_len=1000"], "exceeds the model's 512 position embeddings"),
     (["--config.inner.steps=0"], "inner.steps must be >= 1"),
+    (["--config.inner_steps=0"], "inner.steps must be >= 1"),  # the old name, still an alias
+    (["--config.outer.lr=inf"], "outer.lr must be a finite number > 0"),
+    (["--config.train.learning_rate=nan"], "train.learning_rate must be a finite number > 0"),
+    (["--config.outer.log_every=0"], "outer.log_every must be >= 1"),
+    (["--config.evaluate.tune_rows=-1"], "evaluate.batch_size and evaluate.tune_rows must be >= 1"),
+    (["--config.synthetic.kind=addressable"], "needs --config.synthetic.num_bases >= 1"),
     (["--config.model.pooling=max"], "model.pooling must be 'cls' or 'mean'"),
     (["--config.inner.remat_policy=everything"], "inner.remat_policy must be one of"),
     (["--config.model.matmul_dtype=bfloat16"], "add --config.inner.remat_policy=nothing_saveable"),
