@@ -86,8 +86,12 @@ class BenchConfig:
     return f"M={self.M} L={self.L} T={self.T} real {self.real_batch}×{self.real_len}{seg}"
 
 
-CONFIGS = {c.name: c for c in (BenchConfig(4, 32, 10, 64, 64), BenchConfig(20, 64, 30, 128, 128),
-                               BenchConfig(40, 64, 100, 128, 128))}
+DEFAULT_CONFIGS = (BenchConfig(4, 32, 10, 64, 64), BenchConfig(20, 64, 30, 128, 128),
+                   BenchConfig(40, 64, 100, 128, 128))
+# Not run by default: a step that compiles and runs in seconds, so CI can exercise the harness end to end
+# (benchmarks/gpu_check.sh --dry-run); its numbers measure nothing.
+SMOKE = BenchConfig(2, 8, 2, 4, 8)
+CONFIGS = {c.name: c for c in (*DEFAULT_CONFIGS, SMOKE)}
 SWEEP_BASE = BenchConfig(20, 64, 0, 128, 128)  # T filled in per sweep point
 
 
@@ -614,7 +618,8 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   csv = lambda s: [x for x in s.split(",") if x]
-  p.add_argument("--configs", type=csv, default=list(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
+  p.add_argument("--configs", type=csv, default=[c.name for c in DEFAULT_CONFIGS],
+                 help=f"subset of {','.join(CONFIGS)} (default: all but the smoke test {SMOKE.name})")
   p.add_argument("--frameworks", type=csv, default=["jax", "jax-bf16", "torch"],
                  help="subset of jax,jax-bf16,torch (jax-bf16: model.matmul_dtype=bfloat16)")
   p.add_argument("--repeats", type=int, default=5, help="timed steps after the warm-up (median reported)")

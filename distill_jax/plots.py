@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,7 @@ from absl import app, flags
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from distill_jax import checkpoint, data, decode, distill, experiment, metrics, modeling, synthetic  # noqa: E402
 from distill_jax.errors import UserError  # noqa: E402
@@ -35,7 +37,34 @@ def _save(fig, path: str) -> str:
   return path
 
 
-def plot_curves(records: list[dict], out: str) -> str:
+def integer_ticks(*axes) -> None:
+  """Steps and example indices are counts: no tick at 2.5, even where the axis spans a single step."""
+  for axis in axes:
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def majority_rate(labels: np.ndarray, num_classes: int) -> float:
+  """Accuracy of always predicting the most frequent class."""
+  return float(np.bincount(labels, minlength=num_classes).max() / len(labels))
+
+
+def add_baselines(ax, num_classes: int, eval_labels: Optional[np.ndarray] = None, scale: float = 1.0,
+                  dataset: str = "", split: str = "eval split") -> None:
+  """Horizontal lines at chance (1/num_classes) and, when the evaluation labels are known, the majority-class
+  rate: what a model that learned nothing scores (an unbalanced split puts the second above the first), so an
+  accuracy curve is read against them. `scale` = 100 for percent axes; `dataset` names it where several share
+  a figure."""
+  ax.axhline(scale / num_classes, color="gray", linestyle=":",
+             label=f"chance (1/{num_classes})" + (f", {dataset}" if dataset else ""))
+  if eval_labels is not None:
+    rate = majority_rate(eval_labels, num_classes)
+    ax.axhline(scale * rate, color="black", linestyle="--",
+               label=f"majority class of {dataset + ' ' if dataset else 'the '}{split} ({100 * rate:.1f}%)")
+
+
+def plot_curves(records: list[dict], num_classes: int, eval_labels: Optional[np.ndarray] = None) -> plt.Figure:
+  """Meta-loss and accuracies vs outer step (`metrics.jsonl` records), accuracies against chance and, given the
+  eval split's labels, its majority class."""
   fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
   steps = [r["step"] for r in records if "meta_loss" in r]
   ax[0].plot(steps, [r["meta_loss"] for r in records if "meta_loss" in r], label="meta-loss (real batch)")
@@ -45,15 +74,18 @@ def plot_curves(records: list[dict], out: str) -> str:
   evals = [r for r in records if "eval_accuracy" in r]
   if evals:
     ax[1].plot([r["step"] for r in evals], [r["eval_accuracy"] for r in evals], "o-", label="eval split")
+  add_baselines(ax[1], num_classes, eval_labels)
   ax[1].set_xlabel("outer step"), ax[1].set_ylabel("accuracy"), ax[1].legend()
-  return _save(fig, os.path.join(out, "curves.png"))
+  integer_ticks(ax[0].xaxis, ax[1].xaxis)
+  return fig
 
 
-def plot_step_sizes(lrs: np.ndarray, out: str) -> str:
+def plot_step_sizes(lrs: np.ndarray) -> plt.Figure:
   fig, ax = plt.subplots(figsize=(5, 3.5))
   ax.bar(np.arange(1, len(lrs) + 1), lrs)
   ax.set_xlabel("inner step t"), ax.set_ylabel("learned step size")
-  return _save(fig, os.path.join(out, "step_sizes.png"))
+  integer_ticks(ax.xaxis)
+  return fig
 
 
 def _mean_pool(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -68,14 +100,26 @@ def similarity(syn_x: np.ndarray, syn_mask: np.ndarray, real_x: np.ndarray, real
   return a @ b.T
 
 
-def plot_similarity(sim: np.ndarray, syn_labels: np.ndarray, real_labels: np.ndarray, out: str) -> str:
+def class_boundaries(labels: np.ndarray) -> np.ndarray:
+  """Indices where the class changes along a class-ordered row of labels."""
+  return np.flatnonzero(np.diff(labels)) + 1
+
+
+def plot_similarity(sim: np.ndarray, syn_labels: np.ndarray, real_labels: np.ndarray) -> plt.Figure:
+  """Synthetic (rows, ordered class by class as the set is: n_per_class of class 0, then of class 1, ...) vs real
+  examples (columns, sorted by class), with lines between the classes, so each class pair's block is visible."""
   order = np.argsort(real_labels, kind="stable")
   fig, ax = plt.subplots(figsize=(8, 3.5))
   im = ax.imshow(sim[:, order], aspect="auto", cmap="viridis")
+  for b in class_boundaries(np.asarray(syn_labels)):
+    ax.axhline(b - 0.5, color="white", linewidth=1)
+  for b in class_boundaries(np.asarray(real_labels)[order]):
+    ax.axvline(b - 0.5, color="white", linewidth=1)
   ax.set_xlabel("real examples (sorted by class)"), ax.set_ylabel("synthetic examples (by class)")
   ax.set_title("cosine similarity, mean-pooled embeddings")
+  integer_ticks(ax.xaxis, ax.yaxis)
   fig.colorbar(im, ax=ax)
-  return _save(fig, os.path.join(out, "similarity.png"))
+  return fig
 
 
 def render(workdir: str, data_dir: str = "", real_rows: int = 500) -> list[str]:
@@ -88,9 +132,10 @@ def render(workdir: str, data_dir: str = "", real_rows: int = 500) -> list[str]:
   ckpt = checkpoint.restore_state(mngr, template)
   out = os.path.join(workdir, "plots")
   os.makedirs(out, exist_ok=True)
-  made = [plot_curves(metrics.read(workdir), out)]
+  curves = plot_curves(metrics.read(workdir), exp.num_classes, exp.eval.labels)
+  made = [_save(curves, os.path.join(out, "curves.png"))]
   lrs = np.asarray(synthetic.step_sizes(ckpt["state"]["learned"]["lr"], spec.lr_param))
-  made.append(plot_step_sizes(lrs, out))
+  made.append(_save(plot_step_sizes(lrs), os.path.join(out, "step_sizes.png")))
   syn_data = syn.materialize(ckpt["state"]["learned"]["data"], ckpt["static"])
   table = modeling.word_table(exp.init_fn(jax.random.PRNGKey(cfg.init.seed)))
   pick = np.random.default_rng(0).permutation(len(exp.train))[:real_rows]  # files may be sorted by label
@@ -99,7 +144,7 @@ def render(workdir: str, data_dir: str = "", real_rows: int = 500) -> list[str]:
   sim = similarity(np.asarray(decode.embeddings(syn_data, table)), np.asarray(syn_data["attention_mask"]), real_x,
                    rows.attention_mask)
   labels = np.asarray(ckpt["static"]["labels"])
-  made.append(plot_similarity(sim, labels, rows.labels, out))
+  made.append(_save(plot_similarity(sim, labels, rows.labels), os.path.join(out, "similarity.png")))
   ids = decode.decode_set(syn_data, table, "cosine")
   texts = decode.texts(ids, syn_data["attention_mask"], data.get_tokenizer(cfg.data.vocab or None))
   path = os.path.join(out, "decoded.txt")

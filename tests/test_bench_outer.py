@@ -73,3 +73,8 @@ def test_sweep_segments_reach_the_engine_config():
 def test_report_names_the_jax_device():
   import jax
   assert bench_outer.worker(dict(kind="devices-jax"))["devices"] == f"cpu (cpu) × {jax.device_count()}"
+
+
+def test_smoke_config_runs_only_when_asked():
+  assert bench_outer.parse_args([]).configs == ["M4-L32-T10", "M20-L64-T30", "M40-L64-T100"]
+  assert bench_outer.parse_args(["--configs", bench_outer.SMOKE.name]).configs == ["M2-L8-T2"]
