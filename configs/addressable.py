@@ -7,17 +7,15 @@ examples (20 per class): K = 2·(10·C) − C − 1 memories keeps
 K·L·H + M·K + K·C ≤ 10·C·L·H for max_len 64 and BERT-Tiny (H=128).
 """
 
-from configs import agnews, imdb, rotten_tomatoes, sst2
+from configs import paper
 
-_DATASETS = {"sst2": sst2, "rotten_tomatoes": rotten_tomatoes, "imdb": imdb, "ag_news": agnews,
-             "agnews": agnews}
 _CLASSES = {"sst2": 2, "rotten_tomatoes": 2, "imdb": 2, "ag_news": 4, "agnews": 4}
 
 
 def get_config(dataset: str = "sst2"):
-  if dataset not in _DATASETS:
-    raise ValueError(f"unknown dataset {dataset!r}; use one of {sorted(_DATASETS)}")
-  c = _DATASETS[dataset].get_config()
+  if dataset not in _CLASSES:
+    raise ValueError(f"unknown dataset {dataset!r}; use one of {sorted(_CLASSES)}")
+  c = paper.get_config(dataset)
   classes = _CLASSES[dataset]
   c.synthetic.kind = "addressable"
   c.synthetic.n_per_class = 20

@@ -1,7 +1,8 @@
 """Base config: every hyper-parameter of distill_jax lives here.
 
-Dataset configs (`configs/sst2.py`, ...) override a few keys; the command line
-overrides any key with `--config.KEY=VALUE`.
+Dataset configs (`configs/sst2.py`, ...: the recipes in configs/recipes.py) and
+`configs/paper.py:DATASET` (the course paper's setting) override some keys; the
+command line overrides any key with `--config.KEY=VALUE`.
 """
 
 import ml_collections
@@ -114,7 +115,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Evaluation of a distilled set (mode=evaluate) and its baselines.
   c.evaluate = ml_collections.ConfigDict()
-  c.evaluate.checkpoint = ""  # workdir (or its checkpoints/ folder) of a distillation run
+  c.evaluate.checkpoint = ""  # workdir of a distillation run (or its checkpoints/ or distilled/ folder)
+  c.evaluate.after_distill = False  # mode=distill ends with this evaluation of the set (result_evaluate.json)
   c.evaluate.seeds = 5
   c.evaluate.init_kind = ""  # "" = the θ0 distribution used for distillation
   c.evaluate.baselines = True  # random real subset of the same size, step size tuned on a grid

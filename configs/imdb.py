@@ -1,10 +1,7 @@
-"""imdb: BERT-Tiny, the paper's setting (random θ0 per outer step, hard labels, momentum SGD)."""
+"""IMDB (max_len 128, 2,000 test reviews): the recommended recipe. `:tiny` for BERT-Tiny from random init (configs/recipes.py)."""
 
-from configs import default
+from configs import recipes
 
 
-def get_config():
-  c = default.get_config()
-  c.data.dataset = "imdb"
-  c.data.max_len = 256
-  return c
+def get_config(variant: str = "minilm"):
+  return recipes.get("imdb", variant)

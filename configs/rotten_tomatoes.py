@@ -1,10 +1,7 @@
-"""rotten_tomatoes: BERT-Tiny, the paper's setting (random θ0 per outer step, hard labels, momentum SGD)."""
+"""Rotten Tomatoes: the recommended recipe. `:tiny` for BERT-Tiny from random init (configs/recipes.py)."""
 
-from configs import default
+from configs import recipes
 
 
-def get_config():
-  c = default.get_config()
-  c.data.dataset = "rotten_tomatoes"
-  c.data.max_len = 64
-  return c
+def get_config(variant: str = "minilm"):
+  return recipes.get("rotten_tomatoes", variant)

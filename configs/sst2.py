@@ -1,10 +1,7 @@
-"""sst2: BERT-Tiny, the paper's setting (random θ0 per outer step, hard labels, momentum SGD)."""
+"""SST-2: the recommended recipe. `:tiny` for BERT-Tiny from random init (configs/recipes.py)."""
 
-from configs import default
+from configs import recipes
 
 
-def get_config():
-  c = default.get_config()
-  c.data.dataset = "sst2"
-  c.data.max_len = 64
-  return c
+def get_config(variant: str = "minilm"):
+  return recipes.get("sst2", variant)

@@ -83,6 +83,7 @@ def run(cfg, workdir: str) -> dict:
     if cfg.mode == "evaluate":
       result = evaluate.evaluate_checkpoint(cfg, experiment.setup)
     else:
+      logging.info("loading %s and building the model...", cfg.data.dataset)
       exp = experiment.setup(cfg)
       if cfg.mode == "train":
         result = train.train_and_evaluate(exp, workdir)
@@ -91,6 +92,13 @@ def run(cfg, workdir: str) -> dict:
       result = dict(result, dataset=exp.spec.name)
     result = dict(result, mode=cfg.mode, git_commit=_git_commit())
     metrics.write_json(os.path.join(workdir, f"result_{cfg.mode}.json"), result)
+    if cfg.mode == "distill" and cfg.evaluate.after_distill:
+      logging.info("evaluating the set against a random real subset and the real-data ceiling...")
+      again = experiment.with_overrides(cfg, {"mode": "evaluate", "evaluate.checkpoint": workdir})
+      evaluation = dict(evaluate.evaluate_checkpoint(again, experiment.setup), mode="evaluate",
+                        git_commit=result["git_commit"])
+      metrics.write_json(os.path.join(workdir, "result_evaluate.json"), evaluation)
+      result = dict(result, evaluation=evaluation)
   return result
 
 
@@ -101,14 +109,22 @@ def default_workdir(cfg) -> str:
 
 
 class _QuietLibraries(pylogging.Filter):
-  """Orbax logs every file rename at INFO; keep our progress lines readable."""
+  """Orbax logs every file rename at INFO and JAX its search for a TPU; keep our progress lines readable."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
-    return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+    noisy = "orbax" in record.pathname or record.pathname.endswith("xla_bridge.py")
+    return record.levelno >= pylogging.WARNING or not noisy
+
+
+def quiet_logging() -> None:
+  """Time-stamped one-line messages without absl's thread and file prefix; library chatter off."""
+  handler = logging.get_absl_handler()
+  handler.addFilter(_QuietLibraries())
+  handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
 
 
 def main(argv) -> None:
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  quiet_logging()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
@@ -143,10 +159,12 @@ def summary_lines(result: dict, workdir: str, config_file: str) -> list[str]:
   if result["mode"] == "distill":
     acc = metrics.last(workdir, "eval_accuracy")
     held = f"; held-out accuracy {100 * acc:.2f}% (outer.eval_seeds models)" if acc is not None else ""
-    return [f"distilled {result['steps']} outer steps in {result['seconds'] / 60:.1f} min{held}",
-            f"set: {result['exported']} (set.safetensors, set.jsonl); checkpoints: {workdir}/checkpoints",
-            f"compare with real data: python -m distill_jax.main --config={config_file} --config.mode=evaluate "
-            f"--config.evaluate.checkpoint={workdir}"]
+    lines = [f"distilled {result['steps']} outer steps in {result['seconds'] / 60:.1f} min{held}",
+             f"set: {result['exported']} (set.safetensors, set.jsonl); checkpoints: {workdir}/checkpoints"]
+    if "evaluation" in result:
+      return lines + summary_lines(result["evaluation"], workdir, config_file)[:1]
+    return lines + [f"compare with real data: python -m distill_jax.main --config={config_file} "
+                    f"--config.mode=evaluate --config.evaluate.checkpoint={workdir}"]
   if result["mode"] == "evaluate":
     parts = [f"distilled {pct(result['distilled'])}"]
     parts += [f"{name} {pct(result[key])}" for key, name in (("random_subset", "random real subset"),

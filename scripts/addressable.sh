@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 SETTING=${SETTING:-fixed}
 RUNS=${RUNS:-runs/addressable}
 COMMON="--config.init.kind=$SETTING --config.inner_steps=10 --config.outer.steps=150 --config.evaluate.baselines=False --config.evaluate.decode=False"
-declare -A CFG=([sst2]=configs/sst2.py [rotten_tomatoes]=configs/rotten_tomatoes.py
-                [imdb]=configs/imdb.py [ag_news]=configs/agnews.py)
+declare -A CFG=([sst2]=configs/paper.py:sst2 [rotten_tomatoes]=configs/paper.py:rotten_tomatoes
+                [imdb]=configs/paper.py:imdb [ag_news]=configs/paper.py:ag_news)
 declare -A EXTRA=([imdb]="--config.max_len=128 --config.eval_limit=2000")
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(sst2 rotten_tomatoes ag_news imdb)

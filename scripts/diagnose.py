@@ -24,12 +24,12 @@ Four measurements, each written to results/diagnosis/<name>.json:
   table, so what a training set teaches grows with how many words it covers.
 
 Usage:
-  python scripts/diagnose.py ceiling --config=configs/sst2.py --steps=10,100,300,1000
-  python scripts/diagnose.py ceiling --config=configs/sst2.py --steps=1000 --tag=T1000
-  python scripts/diagnose.py ceiling --config=configs/sst2.py --config.init.fixed_word_embeddings=True \
+  python scripts/diagnose.py ceiling --config=configs/paper.py:sst2 --steps=10,100,300,1000
+  python scripts/diagnose.py ceiling --config=configs/paper.py:sst2 --steps=1000 --tag=T1000
+  python scripts/diagnose.py ceiling --config=configs/paper.py:sst2 --config.init.fixed_word_embeddings=True \
       --freeze_word_table --optimizers=adam --steps=100,300 --tag=frozen_table
-  python scripts/diagnose.py gradients --config=configs/sst2.py --samples=8
-  python scripts/diagnose.py pooling --config=configs/sst2.py --samples=8
+  python scripts/diagnose.py gradients --config=configs/paper.py:sst2 --samples=8
+  python scripts/diagnose.py pooling --config=configs/paper.py:sst2 --samples=8
   python scripts/diagnose.py coverage --config=configs/remedies.py:tiny_superpose --config.dataset=sst2 \
       --per_class=10,100,1000,0 --superpose=1,10,100,300 --seeds=5
 """

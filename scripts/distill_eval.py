@@ -7,7 +7,7 @@ gradient norm, step sizes, periodic eval accuracy), so every table row and
 plot (`scripts/make_plots.py`) can be reproduced and timed.
 
   python scripts/distill_eval.py --out results/remedies/x.json --run runs/remedies/x \
-      [--eval-arg=--config.evaluate.decode=False ...] -- --config=configs/sst2.py [--config.KEY=VALUE ...]
+      [--eval-arg=--config.evaluate.decode=False ...] -- --config=configs/paper.py:sst2 [--config.KEY=VALUE ...]
 
 The config arguments after `--` go to both runs; `--eval-arg`s only to evaluate.
 """

@@ -12,10 +12,10 @@ mkdir -p results/table1
 
 TINY="--config.mode=train --config.train.learning_rate=1e-3 --config.train.warmup_steps=200 --config.train.patience=3"
 declare -A ARGS=(
-  [tiny_sst2]="--config=configs/sst2.py $TINY --config.train.epochs=3"
-  [tiny_rotten_tomatoes]="--config=configs/rotten_tomatoes.py $TINY --config.train.epochs=10"
-  [tiny_imdb]="--config=configs/imdb.py --config.max_len=128 $TINY --config.train.epochs=2"
-  [tiny_ag_news]="--config=configs/agnews.py $TINY --config.train.epochs=10"
+  [tiny_sst2]="--config=configs/paper.py:sst2 $TINY --config.train.epochs=3"
+  [tiny_rotten_tomatoes]="--config=configs/paper.py:rotten_tomatoes $TINY --config.train.epochs=10"
+  [tiny_imdb]="--config=configs/paper.py:imdb --config.max_len=128 $TINY --config.train.epochs=2"
+  [tiny_ag_news]="--config=configs/paper.py:ag_news $TINY --config.train.epochs=10"
   [minilm_sst2]="--config=configs/minilm.py --config.dataset=sst2 --config.mode=train --config.train.epochs=1 --config.train_limit=8000"
   [minilm_rotten_tomatoes]="--config=configs/minilm.py --config.dataset=rotten_tomatoes --config.mode=train --config.train.epochs=1"
   [minilm_ag_news]="--config=configs/minilm.py --config.dataset=ag_news --config.mode=train --config.train.epochs=1"

@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/table2}
 COMMON="--config.synthetic.init=random --config.n_per_class=10 --config.inner_steps=10 --config.outer.steps=150"
-declare -A CFG=([sst2]=configs/sst2.py [rotten_tomatoes]=configs/rotten_tomatoes.py
-                [imdb]="configs/imdb.py --config.max_len=128" [ag_news]=configs/agnews.py)
+declare -A CFG=([sst2]=configs/paper.py:sst2 [rotten_tomatoes]=configs/paper.py:rotten_tomatoes
+                [imdb]="configs/paper.py:imdb --config.max_len=128" [ag_news]=configs/paper.py:ag_news)
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(rotten_tomatoes sst2 ag_news imdb)
 for d in "${names[@]}"; do

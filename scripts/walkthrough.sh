@@ -22,9 +22,9 @@ result lines). A small run so it finishes in minutes on a 2-core CPU: 2,000
 random SST-2 training rows, 500 validation rows, 30 outer steps.
 
 MD
-run python -m distill_jax.main --config=configs/sst2.py --workdir=$W/distill --config.train_limit=2000 \
+run python -m distill_jax.main --config=configs/paper.py:sst2 --workdir=$W/distill --config.train_limit=2000 \
   --config.eval_limit=500 --config.outer.steps=30 --config.outer.log_every=10 --config.outer.eval_every=15
-run python -m distill_jax.main --config=configs/sst2.py --config.mode=evaluate --config.checkpoint=$W/distill \
+run python -m distill_jax.main --config=configs/paper.py:sst2 --config.mode=evaluate --config.checkpoint=$W/distill \
   --workdir=$W/eval --config.train_limit=2000 --config.eval_limit=500 --config.evaluate.seeds=3
 run python -m distill_jax.plots --workdir=$W/distill
 echo "Decoded synthetic examples (\`$W/distill/plots/decoded.txt\`, first lines):" >> $OUT

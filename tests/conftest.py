@@ -21,9 +21,9 @@ def tiny_bert_config():
 
 
 def tiny_cli_config(tmp_path, **overrides):
-  """configs/rotten_tomatoes.py shrunk to seconds: a few dozen real rows, T=3, 4 outer steps."""
-  from configs import rotten_tomatoes
-  c = rotten_tomatoes.get_config()
+  """configs/paper.py:rotten_tomatoes shrunk to seconds: a few dozen real rows, T=3, 4 outer steps."""
+  from configs import paper
+  c = paper.get_config("rotten_tomatoes")
   c.data.cache_dir = str(tmp_path / "cache")
   c.data.max_len = 16
   c.data.train_limit = 64

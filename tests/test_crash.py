@@ -30,7 +30,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
 
   env = dict(os.environ, DISTILL_JAX_CACHE=str(tmp_path / "cache"))
-  cmd = [sys.executable, "-m", "distill_jax.main", "--config=configs/rotten_tomatoes.py",
+  cmd = [sys.executable, "-m", "distill_jax.main", "--config=configs/paper.py:rotten_tomatoes",
          f"--workdir={tmp_path}/killed", *ARGS]
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpts = tmp_path / "killed" / "checkpoints"

@@ -22,7 +22,7 @@ ARGS = ["--config.synthetic.n_per_class=2", "--config.inner.steps=2", "--config.
         "--config.outer.checkpoint_every=1", "--config.outer.log_every=1", *TINY]
 
 
-def cli(cache, *args, config="configs/rotten_tomatoes.py", **popen):
+def cli(cache, *args, config="configs/paper.py:rotten_tomatoes", **popen):
   env = dict(os.environ, DISTILL_JAX_CACHE=str(cache))
   cmd = [sys.executable, "-m", "distill_jax.main", f"--config={config}", *args]
   if popen:
@@ -94,7 +94,7 @@ def test_evaluate_records_the_dataset_it_used(shared, tmp_path):
   r = cli(shared / "cache", f"--workdir={tmp_path}/eval", "--config.mode=evaluate",
           f"--config.evaluate.checkpoint={shared}/run", "--config.evaluate.seeds=1",
           "--config.evaluate.baselines=False", "--config.evaluate.decode=False",
-          "--config.evaluate.ceiling_batch_size=0", *TINY, config="configs/agnews.py")
+          "--config.evaluate.ceiling_batch_size=0", *TINY, config="configs/paper.py:ag_news")
   assert r.returncode == 0, r.stderr[-3000:]
   assert "evaluating on rotten_tomatoes" in r.stderr, case["sees"]
   assert json.load(open(tmp_path / "eval" / "result_evaluate.json"))["dataset"] == "rotten_tomatoes", case["kept"]
@@ -265,7 +265,7 @@ def test_huge_max_len_fails_fast_within_a_memory_bound(tmp_path):
     resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # tokenizing 67k rows × 100,000 needs far more
   start = time.time()
   r = cli(tmp_path / "cache", f"--workdir={tmp_path}/w", "--config.data.max_len=100000",
-          config="configs/sst2.py", preexec_fn=bound, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+          config="configs/paper.py:sst2", preexec_fn=bound, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   out, err = r.communicate(timeout=300)
   r.stderr = err
   assert r.returncode == 2, err[-3000:]

@@ -12,7 +12,7 @@ from conftest import REPO
 TINY = ["--config.data.max_len=16", "--config.data.train_limit=64", "--config.data.eval_limit=32"]
 
 
-def cli(tmp_path, *args, config="configs/rotten_tomatoes.py"):
+def cli(tmp_path, *args, config="configs/paper.py:rotten_tomatoes"):
   env = dict(os.environ, DISTILL_JAX_CACHE=str(tmp_path / "cache"))
   cmd = [sys.executable, "-m", "distill_jax.main", f"--config={config}", *args]
   return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
