@@ -1,4 +1,7 @@
-"""IMDB (max_len 128, 2,000 test reviews): the recommended recipe. `:tiny` for BERT-Tiny from random init (configs/recipes.py)."""
+"""IMDB (max_len 128, 2,000 random test reviews): the recommended recipe.
+
+`:tiny` for BERT-Tiny from random init (configs/recipes.py).
+"""
 
 from configs import recipes
 

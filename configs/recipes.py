@@ -36,6 +36,7 @@ def get(dataset: str, variant: str = "minilm"):
   c.synthetic.init = "real"
   c.synthetic.label_mode = "soft"
   c.evaluate.after_distill = True
+  c.evaluate.decode = False  # the export holds the decoded text; training on it is a diagnosis (docs/results.md)
   if variant == "minilm":
     c.model.pretrained = minilm.minilm_path()
     c.init.kind = "pretrained"

@@ -1,4 +1,8 @@
-"""TREC (6 coarse classes; no validation split, so it reports on test): the recommended recipe. `:tiny` for BERT-Tiny from random init (configs/recipes.py)."""
+"""TREC (6 coarse classes, imbalanced): the recommended recipe. `:tiny` for BERT-Tiny from random init.
+
+No validation split: it reports on test; step sizes are tuned on held-out training rows
+(configs/recipes.py).
+"""
 
 from configs import recipes
 

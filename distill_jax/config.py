@@ -16,7 +16,9 @@ from typing import Any, Iterable
 import ml_collections
 from absl import logging
 
+from distill_jax import data, inner
 from distill_jax.errors import UserError
+from distill_jax.models import bert, hf
 
 # Old flat name → grouped name. Remove in 0.3.
 ALIASES = {
@@ -97,9 +99,6 @@ def _one_of(value: Any, choices: Iterable[str]) -> bool:
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Every check that needs only the config, the dataset registry and the model's config.json."""
-  from distill_jax import data, inner  # pylint: disable=g-import-not-at-top
-  from distill_jax.models import bert  # pylint: disable=g-import-not-at-top
-
   d, m, s, i, o, t, e = cfg.data, cfg.model, cfg.synthetic, cfg.inner, cfg.outer, cfg.train, cfg.evaluate
   checks = [
       (_one_of(cfg.mode, MODES), "mode must be train, distill or evaluate"),
@@ -121,7 +120,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       (i.backprop_steps >= 0, "inner.backprop_steps must be >= 0 (0 = through all steps)"),
       (not i.random_window or 0 < i.backprop_steps < i.steps,
        "inner.random_window needs 0 < inner.backprop_steps < inner.steps (the window length)"),
-      (_one_of(i.remat_policy, inner.REMAT_POLICIES), f"inner.remat_policy must be one of {sorted(inner.REMAT_POLICIES)}"),
+      (_one_of(i.remat_policy, inner.REMAT_POLICIES),
+       f"inner.remat_policy must be one of {sorted(inner.REMAT_POLICIES)}"),
       (not (i.remat and i.remat_policy == inner.FORWARD_OVER_REVERSE and m.matmul_dtype == "bfloat16"),
        "model.matmul_dtype=bfloat16 (a custom-VJP matmul, which forward mode cannot differentiate) needs a "
        "reverse-over-reverse remat policy: add --config.inner.remat_policy=nothing_saveable"),
@@ -156,7 +156,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       (not (cfg.init.kind == "pretrained" and not m.pretrained),
        "init.kind='pretrained' needs --config.model.pretrained=PATH_OR_HUB_ID"),
       (_one_of(s.kind, ("direct", "addressable", "tokens")), "synthetic.kind must be direct, addressable or tokens"),
-      (s.kind != "addressable" or s.num_bases >= 1, "synthetic.kind=addressable needs --config.synthetic.num_bases >= 1"),
+      (s.kind != "addressable" or s.num_bases >= 1,
+       "synthetic.kind=addressable needs --config.synthetic.num_bases >= 1"),
       (_one_of(s.init, ("real", "random")), "synthetic.init must be real or random"),
       (s.kind != "tokens" or s.init == "real",
        "synthetic.kind='tokens' starts from real examples; use --config.synthetic.init=real"),
@@ -184,7 +185,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 
 def model_config(cfg: ml_collections.ConfigDict, num_classes: int):
   """The model's BertConfig from the preset or the checkpoint's config.json (no weights)."""
-  from distill_jax.models import bert, hf  # pylint: disable=g-import-not-at-top
   if cfg.model.pretrained:
     return hf.read_config(cfg.model.pretrained, num_classes)
   return bert.preset(cfg.model.size, num_labels=num_classes)

@@ -22,6 +22,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,6 +33,13 @@ def seconds_per_step(metrics_path: str) -> float | None:
   rates = [(b["seconds"] - a["seconds"]) / (b["step"] - a["step"]) for a, b in zip(rows[1:], rows[2:])
            if b["step"] > a["step"]]
   return statistics.median(rates) if rates else None
+
+
+def host() -> str:
+  """CPU model, logical cores and whether it has AVX-512: numbers differ by host class."""
+  info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+  model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown")
+  return f"{model} × {os.cpu_count()} ({'avx512f' if ' avx512f' in info else 'no avx512f'})"
 
 
 HISTORY_KEYS = ("step", "meta_loss", "meta_acc", "grad_norm", "lr_mean", "inner_loss_last", "eval_accuracy")
@@ -53,17 +61,24 @@ def main(argv: list[str]) -> int:
                  help="keep RUN/distill and continue it from its last checkpoint (default: start afresh)")
   args, config_args = p.parse_known_args(argv)
   config_args = [a for a in config_args if a != "--"]
-  distill = [*config_args, f"--workdir={args.run}/distill"]
-  evaluate = [*config_args, "--config.mode=evaluate", f"--config.checkpoint={args.run}/distill",
+  # The evaluation runs as its own command (timed apart), not as the recipes' after_distill step.
+  distill = [*config_args, "--config.evaluate.after_distill=False", f"--workdir={args.run}/distill"]
+  evaluate = [*config_args, "--config.mode=evaluate", f"--config.evaluate.checkpoint={args.run}/distill",
               f"--config.evaluate.seeds={args.seeds}", *args.eval_arg, f"--workdir={args.run}/eval"]
   shutil.rmtree(os.path.join(ROOT, args.run, "eval"), ignore_errors=True)
   if not args.resume:
     shutil.rmtree(os.path.join(ROOT, args.run), ignore_errors=True)
   commands = [[sys.executable, "-m", "distill_jax.main", *a] for a in (distill, evaluate)]
+  seconds = []
   for cmd in commands:
     print("==", shlex.join(["python", *cmd[1:]]), flush=True)
+    start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True)
+    seconds.append(time.perf_counter() - start)
   result = json.load(open(os.path.join(ROOT, args.run, "eval", "result_evaluate.json")))
+  # Wall-clock of each command (start-up, data, compile and all), and the CPU they ran on.
+  result["distill_seconds"], result["evaluate_seconds"] = seconds
+  result["host"] = host()
   result["command"] = " && ".join(shlex.join(["python", *cmd[1:]]) for cmd in commands)
   log = os.path.join(ROOT, args.run, "distill", "metrics.jsonl")
   result["seconds_per_outer_step"] = seconds_per_step(log)

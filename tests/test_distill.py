@@ -177,3 +177,23 @@ def test_sparse_superposed_sets_distil_and_evaluate_from_their_candidates(tmp_pa
   evaluation = tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": str(tmp_path / "run")}, **over)
   r = main.run(evaluation, str(tmp_path / "eval"))
   assert r["storage_floats"] == 4 * 16 * 3 and r["distilled"]["n"] == 2 and r["outer_steps"] == 4
+
+
+def test_checkpoints_written_before_the_config_was_grouped_still_evaluate_and_resume(tmp_path):
+  main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
+  flat = {"data": "dataset data_dir vocab cache_dir train_split eval_split max_len train_limit eval_limit",
+          "synthetic": "n_per_class", "inner": "steps", "evaluate": "checkpoint"}
+  for meta in (tmp_path / "run" / "checkpoints").glob("*/config/metadata"):
+    saved = json.loads(meta.read_text())
+    for group, keys in flat.items():  # the layout of older releases: these keys at the top level
+      for key in keys.split():
+        saved["inner_steps" if key == "steps" else key] = saved[group].pop(key)
+    meta.write_text(json.dumps(saved))
+  evaluation = tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": str(tmp_path / "run"),
+                                                             "evaluate.baselines": False,
+                                                             "evaluate.ceiling_batch_size": 0,
+                                                             "evaluate.decode": False})
+  r = main.run(evaluation, str(tmp_path / "eval"))
+  assert r["outer_steps"] == 2 and r["inner_steps"] == 3 and r["dataset"] == "rotten_tomatoes"
+  main.run(tiny_cli_config(tmp_path, **{"outer.steps": 3}), str(tmp_path / "run"))  # resumes: same shape keys
+  assert int(_learned(str(tmp_path / "run"))["state"]["step"]) == 3
