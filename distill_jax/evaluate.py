@@ -110,6 +110,13 @@ def checkpoint_dir(path: str) -> str:
   return sub if os.path.isdir(sub) else path
 
 
+def check_source(path: str) -> None:
+  """Refuses a missing `evaluate.checkpoint` before the workdir is made."""
+  if not export.holds_set(path) and not os.path.isdir(checkpoint_dir(path)):
+    raise UserError(f"no checkpoint directory or distilled set at {path}; pass --config.evaluate.checkpoint=WORKDIR "
+                    "of a distillation run (or its distilled/ export)")
+
+
 def eval_config(cli_cfg: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
   """The distillation run's config, with this command's data paths and evaluation settings.
 

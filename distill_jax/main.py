@@ -75,6 +75,8 @@ def run(cfg, workdir: str) -> dict:
   config_lib.validate(cfg)  # before any data is read or the workdir is touched
   if cfg.mode == "distill":
     distill.check_resumable(cfg, workdir)  # a refused resume leaves the run's files as they were
+  if cfg.mode == "evaluate":
+    evaluate.check_source(cfg.evaluate.checkpoint)
   parallel.maybe_initialize_distributed(cfg)  # before anything touches a device
   prepare_workdir(workdir)
   with workdir_lock(workdir):

@@ -75,7 +75,7 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
     (["--config.synthetic.n_per_class=1000", *TINY], "n_per_class"),
     (["--config.init.kind=pretrained"], "needs --config.model.pretrained"),
     (["--config.mode=evaluate"], "needs --config.evaluate.checkpoint"),
-    (["--config.mode=evaluate", "--config.evaluate.checkpoint=/nonexistent/run"], "no checkpoint directory"),
+    (["--config.mode=evaluate", "--config.evaluate.checkpoint=/nonexistent/run"], "no checkpoint directory or distilled set"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
   r = cli(tmp_path, f"--workdir={tmp_path}/w", *args)
