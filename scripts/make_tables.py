@@ -1,12 +1,17 @@
-"""Regenerates the results tables in README.md from the result files in results/.
+"""Regenerates the generated parts of the docs from the files they report.
 
-Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers;
-nothing inside them is typed by hand. Run: `python scripts/make_tables.py`.
+Each part sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers in
+one of DOCS; nothing inside them is typed by hand. Sources: the result files in
+results/ (quick start, recipes, Tables 1 and 2, remedies, diagnosis, ...), the
+benchmark reports in benchmarks/results/ and the fault cases of
+tests/fault_cases.py. Run `python scripts/make_tables.py`; `--check` only
+reports (exit 1) the docs whose generated parts are stale.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -16,7 +21,19 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = ("sst2", "rotten_tomatoes", "imdb", "ag_news")
 NAMES = {"sst2": "SST-2", "rotten_tomatoes": "Rotten Tomatoes", "imdb": "IMDB",
-         "ag_news": "AG News (train test[:6000], eval test[6000:])"}
+         "ag_news": "AG News (train test[:6000], eval test[6000:])", "trec": "TREC (eval on test)"}
+# The recipes of configs/recipes.py: dataset → its config file; variant → (name, config suffix, measured runs
+# of the same setting from before the recipes existed, by dataset).
+RECIPE_DATASETS = (*DATASETS, "trec")
+RECIPE_CONFIGS = {"sst2": "configs/sst2.py", "rotten_tomatoes": "configs/rotten_tomatoes.py",
+                  "imdb": "configs/imdb.py", "ag_news": "configs/agnews.py", "trec": "configs/trec.py"}
+RECIPES = {
+    "minilm": ("MiniLM-L6 1/class", "", {d: f"minilm_{d}" for d in DATASETS}),
+    "tiny": ("BERT-Tiny 1/class", ":tiny", {"sst2": "tiny_superpose_1pc_sst2_300",
+                                            "rotten_tomatoes": "tiny_superpose_1pc_rotten_tomatoes",
+                                            "imdb": "tiny_superpose_1pc_imdb_150",
+                                            "ag_news": "tiny_superpose_1pc_ag_news_300"}),
+}
 PAPER_TINY = {"sst2": 80.96, "rotten_tomatoes": 78.99, "imdb": 87.44, "ag_news": 93.22}
 PAPER_DISTILLED = {"sst2": 61, "rotten_tomatoes": 57, "imdb": 62, "ag_news": 36}
 
@@ -34,6 +51,79 @@ def pct(x: float) -> str:
 
 def mean_std(s: dict | None) -> str:
   return "—" if not s else f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
+
+
+def distill_minutes(r: dict) -> float | None:
+  """Minutes of the distillation alone: seconds per outer step (compile excluded) × outer steps."""
+  if r.get("seconds_per_outer_step"):
+    return r["seconds_per_outer_step"] * r["outer_steps"] / 60
+  return r["distill_seconds"] / 60 if r.get("distill_seconds") else None
+
+
+def quickstart() -> str:
+  """The quick start's expected result, from results/recipes/quickstart_ag_news.json once it is measured."""
+  path = os.path.join(ROOT, "results", "recipes", "quickstart_ag_news.json")
+  if not os.path.exists(path):
+    out = ["Expected result: not measured yet: run `bash scripts/recipes.sh quickstart`."]
+    r = load("remedies/minilm_ag_news.json").get("minilm_ag_news")
+    if r:
+      out.append(f"The same setting measured earlier (`results/remedies/minilm_ag_news.json`): distilled "
+                 f"{mean_std(r['distilled'])}%, random real subset {mean_std(r.get('random_subset'))}%, "
+                 f"real-data ceiling {mean_std(r.get('real_ceiling'))}%, after {r['outer_steps']} outer steps "
+                 f"that took about {distill_minutes(r):.0f} minutes on 2 CPU cores.")
+    return "\n".join(out)
+  r = json.load(open(path))
+  times = []
+  if r.get("distill_seconds"):
+    times.append(f"distillation {r['distill_seconds'] / 60:.0f} min")
+  elif distill_minutes(r):
+    times.append(f"distillation about {distill_minutes(r):.0f} min")
+  if r.get("evaluate_seconds"):
+    times.append(f"evaluation {r['evaluate_seconds'] / 60:.0f} min")
+  first = r.get("command", "").split(" && ")[0]
+  return "\n".join([
+      f"Expected (`results/recipes/quickstart_ag_news.json`, 2 CPU cores): distilled "
+      f"{mean_std(r['distilled'])}% on {r.get('num_examples', 4)} examples ({r.get('n_per_class', 1)} per class), "
+      f"random real subset of the same size "
+      f"{mean_std(r.get('random_subset'))}%, real-data ceiling {mean_std(r.get('real_ceiling'))}% "
+      f"({r['outer_steps']} outer steps; {', '.join(times) or 'time not recorded'}).",
+      *([f"Measured with `{first}`."] if first and len(first) <= 250 else [])])
+
+
+def recipes_table() -> str:
+  """One row per dataset and recipe: a results/recipes/<dataset>_<variant>.json when one exists, else the
+  earlier measured run of the same setting (results/remedies/)."""
+  rows = ["| dataset | recipe | distilled | random real subset | real-data ceiling | full data (Table 1) | "
+          "distillation, min | result file |", "|---|---|---|---|---|---|---|---|"]
+  full = load("table1/*.json")
+  for d in RECIPE_DATASETS:
+    for variant, (label, suffix, earlier) in RECIPES.items():
+      name = f"recipes/{d}_{variant}"
+      r = load(f"{name}.json").get(f"{d}_{variant}")
+      if r is None and d in earlier:
+        name = f"remedies/{earlier[d]}"
+        r = load(f"{name}.json").get(earlier[d])
+      recipe = f"{label} (`{RECIPE_CONFIGS[d]}{suffix}`)"
+      if r is None:
+        rows.append(f"| {NAMES[d]} | {recipe} | not measured yet | — | — | — | — | — |")
+        continue
+      f = full.get(f"{'minilm' if variant == 'minilm' else 'tiny'}_{d}")
+      minutes = distill_minutes(r)
+      rows.append(f"| {NAMES[d]} | {recipe} | {mean_std(r['distilled'])} | {mean_std(r.get('random_subset'))} | "
+                  f"{mean_std(r.get('real_ceiling'))} | {pct(f['best_eval_accuracy']) if f else '—'} | "
+                  f"{f'{minutes:.0f}' if minutes else '—'} | `{name}.json` |")
+  return "\n".join(rows)
+
+
+def faults_table() -> str:
+  """tests/fault_cases.py's FAULTS (plain data, loaded by path): each case's fault, what the user sees, what is kept."""
+  spec = importlib.util.spec_from_file_location("fault_cases", os.path.join(ROOT, "tests", "fault_cases.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cell = lambda text: " ".join(text.split()).replace("|", "\\|")
+  rows = ["| fault | what you see | what is kept |", "|---|---|---|"]
+  rows += [f"| {cell(c['fault'])} | {cell(c['sees'])} | {cell(c['kept'])} |" for c in module.FAULTS.values()]
+  return "\n".join(rows)
 
 
 def with_commands(rows: list[str], runs: dict[str, dict], named: bool = True,
@@ -214,11 +304,11 @@ def benchmark_table() -> str:
   return "\n".join(out).rstrip()
 
 
-TABLES = {"table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
+TABLES = {"quickstart": quickstart, "recipes": recipes_table, "faults": faults_table, "table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
           "pooling": pooling_table, "coverage": coverage_table,
           "remedies": remedies_table, "sensitivity": sensitivity_table,
           "addressable": addressable_table, "benchmark": benchmark_table}
-DOCS = ("README.md", "docs/diagnosis.md")
+DOCS = ("README.md", "docs/results.md", "docs/diagnosis.md", "docs/troubleshooting.md", "benchmarks/README.md")
 
 
 def main(argv: list[str]) -> int:

@@ -18,6 +18,11 @@ def test_ci_runs_exactly_the_readme_install_and_test_commands():
   assert set(ci) <= readme_cmds, set(ci) - readme_cmds
 
 
+def test_readme_stays_short():
+  lines = open(os.path.join(REPO, "README.md")).read().splitlines()
+  assert len(lines) <= 200, f"README.md has {len(lines)} lines; move detail to docs/"
+
+
 def test_result_tables_in_the_docs_are_generated_from_the_result_files():
   proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_tables.py"), "--check"],
                         capture_output=True, text=True)
