@@ -7,11 +7,13 @@ can be refused when it does not match the current config.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import os
 import shutil
-from typing import Any, Callable, Optional
+import threading
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -49,10 +51,11 @@ def manager(directory: str, max_to_keep: Optional[int] = 3, create: bool = True)
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, config: dict) -> None:
   """Writes step `step`; a full disk ends in one line and leaves the earlier steps as they were."""
   try:
-    with signals.deferred(hard=True):  # Ctrl-C waits for the save: a checkpoint is whole or absent
+    with signals.deferred(hard=True), _stderr_held() as held:  # Ctrl-C waits: a checkpoint is whole or absent
       mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                               config=ocp.args.JsonSave(config)), force=True)
       mngr.wait_until_finished()
+      held.release()
   except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore wrap OSError their own ways)
     if not is_disk_full(e):
       raise
@@ -61,6 +64,41 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, config: dict) -> No
     raise UserError(f"no space left on device writing checkpoint step {step} in {mngr.directory}; "
                     f"the last checkpoint (step {max(kept) if kept else 'none'}) is intact; free space and "
                     "rerun the same command to resume") from None
+
+
+class _Held:
+  def __init__(self):
+    self.chunks, self.keep = [], False
+
+  def release(self) -> None:
+    self.keep = True
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[_Held]:
+  """What the save prints to file descriptor 2, shown only if it succeeds: when a write fails, TensorStore's
+  other in-flight writes each print a traceback from their threads, and one line says it all."""
+  held = _Held()
+  try:
+    read, write = os.pipe()
+    saved = os.dup(2)
+  except OSError:
+    yield held
+    return
+  os.dup2(write, 2)
+  os.close(write)
+  reader = threading.Thread(target=lambda: held.chunks.extend(iter(lambda: os.read(read, 1 << 16), b"")),
+                            daemon=True)
+  reader.start()
+  try:
+    yield held
+  finally:
+    os.dup2(saved, 2)  # closes the pipe's last write end: the reader sees its end
+    os.close(saved)
+    reader.join(timeout=5)
+    os.close(read)
+    if held.keep and held.chunks:
+      os.write(2, b"".join(held.chunks))
 
 
 def is_disk_full(e: BaseException) -> bool:

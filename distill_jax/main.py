@@ -24,8 +24,16 @@ from distill_jax import (config as config_lib, distill, evaluate, experiment, me
 from distill_jax.errors import UserError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/sst2.py.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+
+
+def define_flags() -> None:
+  """--config (with its --config.KEY overrides) and --workdir.
+
+  Not at import: ml_collections registers the overrides it finds in sys.argv
+  when --config is defined, so old key names must be renamed before that.
+  """
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/sst2.py.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results (default: runs/...).")
 
 
 def _git_commit() -> str:
@@ -114,6 +122,8 @@ class _QuietLibraries(pylogging.Filter):
   """Orbax logs every file rename at INFO and JAX its search for a TPU; keep our progress lines readable."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
+    if ("orbax" in record.pathname and record.exc_info) or record.getMessage() == "Task exception was never retrieved":
+      return False  # a failed save's tracebacks from Orbax's threads: checkpoint.save reports it in one line
     noisy = "orbax" in record.pathname or record.pathname.endswith("xla_bridge.py")
     return record.levelno >= pylogging.WARNING or not noisy
 
@@ -182,7 +192,7 @@ def summary_lines(result: dict, workdir: str, config_file: str) -> list[str]:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl parsing, with bad overrides reported in one line instead of a traceback."""
   try:
-    return FLAGS(config_lib.rename_flags(argv))
+    return FLAGS(argv)
   except flags.Error as e:
     msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
     _fail(f"{msg} (see --helpshort)")
@@ -199,6 +209,8 @@ def _fail(message: str) -> None:
 
 def entry() -> None:
   runtime.configure()
+  sys.argv = config_lib.rename_flags(sys.argv)
+  define_flags()
   app.run(main, flags_parser=parse_flags)
 
 

@@ -3,7 +3,7 @@
 # datasets (AG News: train = test[:6000], eval = test[6000:]) and pretrained
 # MiniLM-L6 on all four. CPU budget: IMDB max_len 128; MiniLM one epoch, on SST-2 over 8,000
 # random training rows, on IMDB over 4,000 (train_limit) evaluated on 2,000 random test rows (eval_limit). Each run writes results/table1/<name>.json;
-# `python scripts/make_tables.py` turns them into the README table.
+# `python scripts/make_tables.py` turns them into the table in docs/results.md.
 # Usage: bash scripts/table1.sh [name ...]   (default: all runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."

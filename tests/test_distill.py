@@ -51,10 +51,10 @@ def test_distillation_changes_the_set_and_step_sizes(tmp_path):
 def test_non_finite_meta_loss_stops_with_checkpoint_intact(tmp_path):
   main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
   before = _learned(str(tmp_path / "run"))
-  # Resuming with an absurd outer learning rate: step 2's update is finite but
-  # throws the set to 1e30, so step 3's meta-loss overflows and the run must stop.
+  # Resuming with an absurd outer learning rate: step 3's update is finite but
+  # throws the set to 1e30, so step 4's meta-loss overflows and the run must stop.
   cfg = tiny_cli_config(tmp_path, **{"outer.lr": 1e30})
-  with pytest.raises(UserError, match=r"non-finite meta-loss .* outer step 3 .*Last good checkpoint: step 2"):
+  with pytest.raises(UserError, match=r"non-finite .* at outer step 4 .*the last good checkpoint \(step 2\) is intact"):
     main.run(cfg, str(tmp_path / "run"))
   mngr = checkpoint.manager(str(tmp_path / "run" / "checkpoints"), create=False)
   assert checkpoint.latest_step(mngr) == 2

@@ -127,7 +127,8 @@ def test_garbled_or_empty_newest_checkpoints_fall_back_read_only(shared, tmp_pat
   step, saved, state = checkpoint.restore_newest(mngr, state=True)
   assert step == 3 and saved["synthetic"]["n_per_class"] == 2 and int(state["state"]["step"]) == 3
   assert os.path.isdir(run / "checkpoints" / "9") and os.path.isdir(run / "checkpoints" / "4")  # read-only
-  assert "checkpoint step 9" in caplog.text and "checkpoint step 4" in caplog.text, FAULTS["garbled_or_empty_checkpoint"]
+  assert "checkpoint step 9" in caplog.text and "checkpoint step 4" in caplog.text, \
+      FAULTS["garbled_or_empty_checkpoint"]
 
 
 def test_all_checkpoints_damaged_is_one_line(shared, tmp_path):
