@@ -236,7 +236,7 @@ def tmpfs(tmp_path):
 
 def _fill(mount, leave: int) -> None:
   free = shutil.disk_usage(mount).free
-  with open(mount / "filler", "wb") as f:
+  with open(mount / f"filler{len(list(mount.glob('filler*')))}", "wb") as f:
     f.write(b"\0" * max(free - leave, 0))
 
 
