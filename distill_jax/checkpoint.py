@@ -13,6 +13,7 @@ import glob
 import os
 import shutil
 import threading
+import time
 from typing import Any, Callable, Iterator, Optional
 
 import jax
@@ -93,12 +94,24 @@ def _stderr_held() -> Iterator[_Held]:
   try:
     yield held
   finally:
+    if not held.keep:  # a failed save: its other writes keep failing (and printing) for a moment
+      _until_quiet(held.chunks)
     os.dup2(saved, 2)  # closes the pipe's last write end: the reader sees its end
     os.close(saved)
     reader.join(timeout=5)
     os.close(read)
     if held.keep and held.chunks:
       os.write(2, b"".join(held.chunks))
+
+
+def _until_quiet(chunks: list, quiet: float = 1.0, limit: float = 10.0) -> None:
+  """Waits until nothing new has been printed for `quiet` seconds (at most `limit`)."""
+  start = last = time.monotonic()
+  seen = len(chunks)
+  while time.monotonic() - start < limit and time.monotonic() - last < quiet:
+    time.sleep(0.1)
+    if len(chunks) != seen:
+      seen, last = len(chunks), time.monotonic()
 
 
 def is_disk_full(e: BaseException) -> bool:
