@@ -73,7 +73,7 @@ def quickstart() -> str:
                  f"that took about {distill_minutes(r):.0f} minutes on 2 CPU cores.")
     return "\n".join(out)
   r = json.load(open(path))
-  times = []
+  times = [f"the whole command {r['total_seconds'] / 60:.1f} min"] if r.get("total_seconds") else []
   if r.get("distill_seconds"):
     times.append(f"distillation {r['distill_seconds'] / 60:.0f} min")
   elif distill_minutes(r):

@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/recipes}
 if [ "$1" = quickstart ]; then
   # Exactly the README's quick-start command: configs/agnews.py as it is.
-  exec python scripts/distill_eval.py --out results/recipes/quickstart_ag_news.json --run "$RUNS/quickstart" -- \
-    --config=configs/agnews.py
+  exec python scripts/distill_eval.py --one-command --out results/recipes/quickstart_ag_news.json \
+    --run "$RUNS/quickstart" -- --config=configs/agnews.py
 fi
 dataset=$1; variant=${2:-minilm}; shift; [ $# -gt 0 ] && shift
 config=configs/$dataset.py; [ "$dataset" = ag_news ] && config=configs/agnews.py
