@@ -82,7 +82,7 @@ def quickstart() -> str:
     times.append(f"evaluation {r['evaluate_seconds'] / 60:.0f} min")
   first = r.get("command", "").split(" && ")[0]
   return "\n".join([
-      f"Expected (`results/recipes/quickstart_ag_news.json`, 2 CPU cores): distilled "
+      f"Expected (`results/recipes/quickstart_ag_news.json`, {r.get('host', '2 CPU cores')}): distilled "
       f"{mean_std(r['distilled'])}% on {r.get('num_examples', 4)} examples ({r.get('n_per_class', 1)} per class), "
       f"random real subset of the same size "
       f"{mean_std(r.get('random_subset'))}%, real-data ceiling {mean_std(r.get('real_ceiling'))}% "

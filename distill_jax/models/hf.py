@@ -327,7 +327,9 @@ def from_pretrained(path_or_hub_id: str | os.PathLike, num_labels: int, *, rng: 
 
 
 def _log(model_dir: pathlib.Path, report: LoadReport) -> None:
-  if report.missing:
+  if report.missing and all(m.startswith("classifier/") for m in report.missing):
+    logging.info("%s: a fresh classifier head (the checkpoint has none)", model_dir)
+  elif report.missing:
     logging.warning("%s: %d params not in the checkpoint, freshly initialised: %s",
                     model_dir, len(report.missing), ", ".join(report.missing))
   if report.unexpected:
