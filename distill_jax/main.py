@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Iterator
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -55,7 +56,13 @@ def prepare_workdir(workdir: str) -> None:
 
 @contextlib.contextmanager
 def workdir_lock(workdir: str) -> Iterator[None]:
-  """One run per workdir: a second one is refused instead of interleaving checkpoints and metrics."""
+  """One run per workdir: a second one is refused instead of interleaving checkpoints and metrics.
+
+  Multi-host runs share the workdir: process 0, which writes it, holds the lock.
+  """
+  if jax.process_index() != 0:
+    yield
+    return
   path = os.path.join(workdir, ".lock")
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
