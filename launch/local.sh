@@ -6,7 +6,7 @@
 # Usage: launch/local.sh [CONFIG] [WORKDIR] [--config.KEY=VALUE ...]
 #   CONFIG  default configs/sst2.py   (or env CONFIG)
 #   WORKDIR default runs/local        (or env WORKDIR)
-# Example: launch/local.sh configs/rotten_tomatoes.py runs/rt --config.inner_steps=30
+# Example: launch/local.sh configs/rotten_tomatoes.py runs/rt --config.inner.steps=30
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEFAULT_RUN_NAME=local
