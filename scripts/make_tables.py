@@ -107,11 +107,16 @@ def recipes_table() -> str:
         rows.append(f"| {NAMES[d]} | {recipe} | — | not measured yet | — | — | — | — | — | — |")
         continue
       f = full.get(f"{'minilm' if variant == 'minilm' else 'tiny'}_{d}")
-      minutes = distill_minutes(r)
-      rows.append(f"| {NAMES[d]} | {recipe} | {r['outer_steps']} | {mean_std(r['distilled'])} | "
-                  f"{mean_std(r.get('random_subset'))} | {mean_std(r.get('real_ceiling'))} | {r['distilled']['n']} | "
-                  f"{pct(f['best_eval_accuracy']) if f else '—'} | {f'{minutes:.0f}' if minutes else '—'} | "
-                  f"`{name}.json` |")
+      # Larger budgets of the same recipe: results/recipes/<dataset>_<variant>_<k>pc.json.
+      larger = sorted(load(f"recipes/{d}_{variant}_*pc.json").items(), key=lambda kv: kv[1]["n_per_class"])
+      for name, r, recipe in [(name, r, recipe), *((f"recipes/{n}", x, f"{label.replace('1/class', '')}"
+                                                    f"{x['n_per_class']}/class (`{RECIPE_CONFIGS[d]}{suffix}`, "
+                                                    f"n_per_class={x['n_per_class']})") for n, x in larger)]:
+        minutes = distill_minutes(r)
+        rows.append(f"| {NAMES[d]} | {recipe} | {r['outer_steps']} | {mean_std(r['distilled'])} | "
+                    f"{mean_std(r.get('random_subset'))} | {mean_std(r.get('real_ceiling'))} | "
+                    f"{r['distilled']['n']} | {pct(f['best_eval_accuracy']) if f else '—'} | "
+                    f"{f'{minutes:.0f}' if minutes else '—'} | `{name}.json` |")
   return "\n".join(rows)
 
 
