@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu_check.sh             # on the GPU machine; report: ${OUT:-benchmarks/results}/gpu.md (+ gpu.log)
 #   bash benchmarks/gpu_check.sh --dry-run   # the same sequence on the CPU in well under a minute (CI); report in a temp dir
 #   bash benchmarks/gpu_check.sh --out DIR   # the report's directory, either mode
+#   bash benchmarks/gpu_check.sh --budget S  # seconds for all parts (default 570), when a lease must hold more work
 #
 # Why one script: a lent GPU comes for minutes, offline (pip cannot reach PyPI; CUDA jax wheels, if needed, ride
 # in .whl/). Every part runs under `timeout` against one 570 s deadline (10 minutes less the report and a margin),
@@ -23,7 +24,9 @@ while (( $# )); do
   case $1 in
     --dry-run) DRY=1 ;;
     --out) OUT_DIR=${2:?--out takes a directory}; shift ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | cut -c3-; exit 0 ;;
+    --budget) BUDGET_S=${2:?--budget takes seconds}; shift
+              [[ $BUDGET_S =~ ^[0-9]+$ ]] || { echo "--budget takes whole seconds, not $BUDGET_S" >&2; exit 2; } ;;
+    -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | cut -c3-; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.init.fixed_word_embeddings = False  # same token-embedding table for every random θ0
   c.init.seed = 0
 
-  # Full-data training (mode=train): the paper's Table 1.
+  # Full-data training (mode=train): the reference a distilled set is measured against.
   c.train = ml_collections.ConfigDict()
   c.train.optimizer = "adam"  # sgd | adam
   c.train.learning_rate = 1e-3
@@ -54,7 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.warmup_steps = 100
   c.train.batch_size = 32
   c.train.epochs = 3
-  c.train.patience = 2
+  c.train.patience = 2  # epochs without a held-out gain before stopping
+  c.train.holdout_rows = 1000  # random training rows held out to pick the epoch (never the eval split)
   c.train.eval_batch_size = 256
   c.train.chunk_steps = 100  # optimizer steps per jitted scan between progress lines
 

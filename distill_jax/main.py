@@ -192,7 +192,8 @@ def summary_lines(result: dict, workdir: str, config_file: str) -> list[str]:
               if key in result]
     return [f"{result['dataset']}, {result['num_examples']} examples, {result['distilled']['n']} fresh models "
             f"each: " + " | ".join(parts), f"result: {workdir}/result_evaluate.json"]
-  return [f"best eval accuracy {100 * result['best_eval_accuracy']:.2f}% (epoch {result['best_epoch']}); "
+  return [f"eval accuracy {100 * result['eval_accuracy']:.2f}% of the epoch-{result['best_epoch']} model, chosen "
+          f"on {result['holdout_rows']} held-out training rows ({100 * result['best_holdout_accuracy']:.2f}%); "
           f"result: {workdir}/result_train.json"]
 
 

@@ -31,8 +31,12 @@ def _xla_cpu_defaults() -> None:
     of jax-ml/jax#37465).
 
   Take effect only if JAX's CPU backend is not initialised yet; a flag already
-  in XLA_FLAGS wins.
+  in XLA_FLAGS wins. None when JAX_PLATFORMS leaves the CPU out (a GPU run):
+  they would not matter, and a jaxlib newer than the one they were measured on
+  aborts at start on a flag it no longer knows.
   """
+  if not _cpu_in_use():
+    return
   flags = os.environ.get("XLA_FLAGS", "")
   extra = []
   if "xla_cpu_prefer_vector_width" not in flags and _has_avx512():
@@ -41,6 +45,11 @@ def _xla_cpu_defaults() -> None:
     extra.append("--xla_cpu_experimental_ynn_fusion_type=-reduce")
   if extra:
     os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+
+
+def _cpu_in_use() -> bool:
+  platforms = os.environ.get("JAX_PLATFORMS", "")
+  return not platforms or "cpu" in platforms.split(",")
 
 
 def _has_avx512() -> bool:

@@ -1,7 +1,9 @@
-"""Full-data training (the paper's Table 1) with the shared inner loop.
+"""Full-data training: the reference a distilled set is measured against.
 
 An epoch is a sequence of jitted `inner.unroll` chunks over stacked real
-batches; the step sizes come from a warm-up + linear-decay schedule.
+batches; the step sizes come from a warm-up + linear-decay schedule. The model
+is selected on training rows held out from training (never on the evaluation
+split), and the selected model is evaluated on the evaluation split once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ def lr_schedule(cfg, total_steps: int) -> np.ndarray:
   return np.asarray([fn(i) for i in range(total_steps)], np.float32)
 
 
+def holdout(split: data.Split, rows: int, seed: int) -> tuple[data.Split, data.Split]:
+  """(rows to train on, `rows` random rows held out for model selection); files may be sorted by label."""
+  if rows * 2 > len(split):
+    raise UserError(f"train.holdout_rows={rows} would hold out over half of the {len(split)} training rows; "
+                    f"lower --config.train.holdout_rows (e.g. {max(1, len(split) // 10)})")
+  perm = np.random.default_rng(seed).permutation(len(split))
+  return split.subset(np.sort(perm[rows:])), split.subset(np.sort(perm[:rows]))
+
+
 def make_chunk_fn(exp: Experiment, tx):
   model = exp.model
 
@@ -42,12 +53,17 @@ def make_chunk_fn(exp: Experiment, tx):
 
 
 def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
-  """Trains on the whole training split; keeps the checkpoint with the best eval accuracy."""
+  """Trains on the training split less its held-out rows; keeps the model best on those rows.
+
+  Early stopping after `train.patience` epochs without a held-out gain; the kept
+  model's accuracy on the evaluation split is measured once, at the end.
+  """
   cfg = exp.cfg
   t = cfg.train
+  train_rows, held = holdout(exp.train, t.holdout_rows, cfg.seed)
   tx = inner.direction(t.optimizer, momentum=t.momentum,
                        weight_decay=t.weight_decay if t.optimizer == "adam" else 0.0)
-  steps_per_epoch = data.num_batches(len(exp.train), t.batch_size, drop_remainder=True)
+  steps_per_epoch = data.num_batches(len(train_rows), t.batch_size, drop_remainder=True)
   total = steps_per_epoch * t.epochs
   lrs_all = lr_schedule(cfg, total)
   params = exp.init_fn(jax.random.PRNGKey(cfg.seed))
@@ -56,9 +72,9 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
   writer = metrics.Writer(workdir)
   mngr = checkpoint.manager(os.path.join(workdir, "train_checkpoints"), max_to_keep=1)  # never a distillation's folder
   progress = metrics.Progress(total)
-  best, best_epoch, history, step = -1.0, -1, [], 0
+  best, best_epoch, best_params, history, step = -1.0, -1, params, [], 0
   for epoch in range(t.epochs):
-    stacked = data.stacked_batches(exp.train, t.batch_size, steps_per_epoch, seed=cfg.seed * 1000 + epoch)
+    stacked = data.stacked_batches(train_rows, t.batch_size, steps_per_epoch, seed=cfg.seed * 1000 + epoch)
     batches = {k: stacked[k] for k in ("input_ids", "attention_mask", "labels")}
     for start in range(0, steps_per_epoch, t.chunk_steps):
       sl = slice(start, min(start + t.chunk_steps, steps_per_epoch))
@@ -72,14 +88,19 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
                         f"(best checkpoint so far is intact in {mngr.directory})")
       progress.log(step, epoch=epoch, loss=float(loss), lr=float(lrs_all[step - 1]))
       writer.write(step, train_loss=float(loss))
-    acc = modeling.accuracy(exp.model, params, exp.eval, t.eval_batch_size)
+    acc = modeling.accuracy(exp.model, params, held, t.eval_batch_size)
     history.append(acc)
-    writer.write(step, eval_accuracy=acc, epoch=epoch)
-    logging.info("epoch %d: eval accuracy %.4f", epoch, acc)
+    writer.write(step, holdout_accuracy=acc, epoch=epoch)
+    logging.info("epoch %d: held-out accuracy %.4f", epoch, acc)
     if acc > best:
-      best, best_epoch = acc, epoch
+      best, best_epoch, best_params = acc, epoch, params
       checkpoint.save(mngr, step, {"params": params}, cfg.to_dict())
     elif epoch - best_epoch >= t.patience:
-      logging.info("early stopping: no improvement for %d epochs", t.patience)
+      logging.info("early stopping: no held-out gain for %d epochs", t.patience)
       break
-  return dict(best_eval_accuracy=best, best_epoch=best_epoch, eval_accuracy_per_epoch=history, steps=step)
+  eval_acc = modeling.accuracy(exp.model, best_params, exp.eval, t.eval_batch_size)
+  logging.info("epoch %d model (best on held-out rows): eval accuracy %.4f", best_epoch, eval_acc)
+  writer.write(step, eval_accuracy=eval_acc)
+  return dict(eval_accuracy=eval_acc, best_epoch=best_epoch, best_holdout_accuracy=best,
+              holdout_accuracy_per_epoch=history, holdout_rows=len(held), train_rows=len(train_rows),
+              eval_rows=len(exp.eval), learning_rate=t.learning_rate, steps=step)

@@ -20,11 +20,12 @@ def cli(tmp_path, *args, config="configs/paper.py:rotten_tomatoes"):
 
 def test_train_mode_end_to_end(tmp_path):
   r = cli(tmp_path, f"--workdir={tmp_path}/w", "--config.mode=train", "--config.train.epochs=2",
-          "--config.train.batch_size=16", *TINY)
+          "--config.train.batch_size=16", "--config.train.holdout_rows=16", *TINY)
   assert r.returncode == 0, r.stderr[-2000:]
   result = json.load(open(tmp_path / "w" / "result_train.json"))
-  assert len(result["eval_accuracy_per_epoch"]) == 2
-  assert 0.0 <= result["best_eval_accuracy"] <= 1.0
+  assert len(result["holdout_accuracy_per_epoch"]) == 2
+  assert result["best_holdout_accuracy"] == max(result["holdout_accuracy_per_epoch"])
+  assert 0.0 <= result["eval_accuracy"] <= 1.0
   assert os.path.isdir(tmp_path / "w" / "train_checkpoints")
   saved = json.load(open(tmp_path / "w" / "config_train.json"))
   assert saved["config"]["train"]["epochs"] == 2 and saved["git_commit"]

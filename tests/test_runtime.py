@@ -7,15 +7,15 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _flags_after(code: str, xla_flags: str) -> str:
-  env = dict(os.environ, XLA_FLAGS=xla_flags)
+def _flags_after(code: str, xla_flags: str, **env_vars: str) -> str:
+  env = dict(os.environ, XLA_FLAGS=xla_flags, **env_vars)
   out = subprocess.run([sys.executable, "-c", f"import os; {code}; print(os.environ['XLA_FLAGS'])"],
                        cwd=REPO, env=env, capture_output=True, text=True, check=True)
   return out.stdout.strip()
 
 
-def _flags_after_import(xla_flags: str) -> str:
-  return _flags_after("from distill_jax import runtime; runtime.configure()", xla_flags)
+def _flags_after_import(xla_flags: str, **env_vars: str) -> str:
+  return _flags_after("from distill_jax import runtime; runtime.configure()", xla_flags, **env_vars)
 
 
 def test_import_has_no_side_effects():
@@ -43,6 +43,11 @@ def test_reductions_kept_out_of_ynnpack_unless_set_explicitly():
   mine = "--xla_cpu_experimental_ynn_fusion_type=-dot"
   assert "ynn_fusion_type=-reduce" not in _flags_after_import(mine)
   assert _flags_after_import(mine).startswith(mine)
+
+
+def test_no_cpu_flags_when_jax_platforms_leaves_the_cpu_out():
+  assert _flags_after_import("", JAX_PLATFORMS="cuda") == ""
+  assert "ynn_fusion_type=-reduce" in _flags_after_import("", JAX_PLATFORMS="cuda,cpu")
 
 
 def test_threefry_unrolled_on_cpu_with_the_same_bits():
