@@ -7,6 +7,7 @@ held-out training rows, the chosen model evaluated once on the evaluation split.
 Each grid point is one `python -m distill_jax.main --config.mode=train` run in runs/references/<model>_<dataset>/
 lr<lr>; a finished run (its result_train.json exists) is not run again, so the script resumes after a stop.
 The learning rate is picked by held-out accuracy alone; only the picked run's eval accuracy is reported.
+Each run records where it ran (host.txt: CPU, and the GPU if any), since grid runs may come from different machines.
 Runs go `--parallel` at a time (on a GPU: several small models share it; set XLA_PYTHON_CLIENT_PREALLOCATE=false).
 """
 
@@ -63,14 +64,17 @@ def main(argv: list[str]) -> int:
   p.add_argument("--runs", default="runs/references")
   p.add_argument("--out", default="results/references")
   p.add_argument("--extra", action="append", default=[], help="another --config override for every run")
+  p.add_argument("--lrs", default="", help="comma-separated learning rates instead of the model's grid")
+  p.add_argument("--note", default="", help="why the grid or budget differs, recorded in the result")
   args = p.parse_args(argv)
   datasets = DATASETS if args.datasets == ["all"] else args.datasets
   unknown = sorted(set(datasets) - set(DATASETS))
   if unknown:
     p.error(f"unknown dataset {', '.join(unknown)}; choose from {', '.join(DATASETS)} or all")
   start = time.perf_counter()
-  jobs = [(d, lr, os.path.join(args.runs, f"{args.model}_{d}", f"lr{lr:g}")) for d in datasets
-          for lr in MODELS[args.model][1]]
+  where = host() + (f"; {accelerator()}" if accelerator() else "")
+  grid = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else MODELS[args.model][1]
+  jobs = [(d, lr, os.path.join(args.runs, f"{args.model}_{d}", f"lr{lr:g}")) for d in datasets for lr in grid]
   todo = [j for j in jobs if not os.path.exists(os.path.join(ROOT, j[2], "result_train.json"))]
   running: list[tuple[subprocess.Popen, tuple]] = []
   failed = []
@@ -95,7 +99,9 @@ def main(argv: list[str]) -> int:
       if proc.returncode:
         failed.append(job)
         print(f"== failed ({proc.returncode}): {job[2]}/log.txt", flush=True)
-  where = host() + (f"; {accelerator()}" if accelerator() else "")
+      else:
+        with open(os.path.join(ROOT, job[2], "host.txt"), "w") as f:
+          f.write(where)
   os.makedirs(os.path.join(ROOT, args.out), exist_ok=True)
   for d in datasets:
     runs = {lr: os.path.join(ROOT, w, "result_train.json") for dd, lr, w in jobs if dd == d}
@@ -113,9 +119,14 @@ def main(argv: list[str]) -> int:
                   max_len=recipes.MAX_LEN.get(d, 64), steps=best["steps"],
                   command=shlex.join(["python", *command(args.model, d, lr, "WORKDIR", args.extra)[1:]]),
                   grid_command=shlex.join(["python", "scripts/references.py", args.model, d,
-                                           *[f"--extra={e}" for e in args.extra]]),
-                  host=where, git_commit=os.environ.get("GIT_COMMIT") or subprocess.run(
+                                           *[f"--extra={e}" for e in args.extra],
+                                           *([f"--lrs={args.lrs}"] if args.lrs else [])]),
+                  git_commit=os.environ.get("GIT_COMMIT") or subprocess.run(
                       ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
+    hosts = sorted({open(os.path.join(os.path.dirname(p), "host.txt")).read().strip()
+                    if os.path.exists(os.path.join(os.path.dirname(p), "host.txt")) else "unrecorded"
+                    for p in runs.values()})
+    result.update(hosts=hosts, note=args.note)
     path = os.path.join(ROOT, args.out, f"{args.model}_{d}.json")
     json.dump(result, open(path, "w"), indent=2, sort_keys=True)
     print(f"== {args.model} {d}: lr {lr:g} (held-out {100 * best['best_holdout_accuracy']:.2f}%), "
