@@ -120,7 +120,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.after_distill = False  # mode=distill ends with this evaluation of the set (result_evaluate.json)
   c.evaluate.seeds = 5
   c.evaluate.init_kind = ""  # "" = the θ0 distribution used for distillation
-  c.evaluate.baselines = True  # random real subset of the same size, step size tuned on a grid
+  c.evaluate.baselines = True  # real subsets of the same size (evaluate.coresets), step size tuned on a grid
+  # How those subsets are chosen (distill_jax/coreset.py): random | kcenter | herding; each adds <method>_subset.
+  c.evaluate.coresets = ("random",)
+  # kcenter/herding choose among this many random non-tune training rows (0 = all): features cost a forward pass
+  c.evaluate.coreset_pool = 0
+  # A random real subset whose token ids (2 B each) take no more bytes than the set (equal_storage_subset)
+  c.evaluate.equal_storage = False
+  c.evaluate.equal_storage_batch_size = 256  # its inner minibatch when inner.batch_size=0 and it has more rows
   c.evaluate.lr_grid = (0.001, 0.003, 0.01, 0.03, 0.1)
   c.evaluate.tune_rows = 1000  # held-out training rows used to tune the baseline's step size
   c.evaluate.ceiling_batch_size = 64  # real-data T-step ceiling with this minibatch (0 = skip)

@@ -11,8 +11,9 @@
 
 Outer-step budgets are where the held-out checks stopped rising (docs/results.md;
 AG News is at its plateau by 50 steps, which keeps the quick start under ten minutes).
-After distilling, the set is evaluated against a random real subset of the same
-size and the real-data ceiling (`evaluate.after_distill`).
+After distilling, the set is evaluated against real subsets of the same size
+(random, k-center, herding), a random real subset of the same storage and the
+real-data ceiling (`evaluate.after_distill`).
 """
 
 from configs import default, minilm
@@ -26,6 +27,8 @@ TINY_SUPERPOSE = {"ag_news": 1400, "trec": 80}
 TINY_VOCAB = {"sst2": 8192, "rotten_tomatoes": 12288, "imdb": 20480, "ag_news": 16384, "trec": 4096}
 MAX_LEN = {"imdb": 128}
 EVAL_LIMIT = {"imdb": 2000}  # 2,000 random test reviews: evaluation cost on 2 CPU cores
+# k-center and herding choose among this many random training rows: their features cost one forward pass each.
+CORESET_POOL = 10000
 
 
 def get(dataset: str, variant: str = "minilm"):
@@ -39,6 +42,9 @@ def get(dataset: str, variant: str = "minilm"):
   c.evaluate.after_distill = True
   c.evaluate.seeds = 3  # the comparison that ends a run; the tables in docs/results.md use 5 (scripts/recipes.sh)
   c.evaluate.decode = False  # the export holds the decoded text; training on it is a diagnosis (docs/results.md)
+  c.evaluate.coresets = ("random", "kcenter", "herding")
+  c.evaluate.coreset_pool = CORESET_POOL
+  c.evaluate.equal_storage = True
   if variant == "minilm":
     c.model.pretrained = minilm.minilm_path()
     c.init.kind = "pretrained"

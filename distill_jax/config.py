@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import ml_collections
 from absl import logging
 
-from distill_jax import data, inner
+from distill_jax import coreset, data, inner
 from distill_jax.errors import UserError
 from distill_jax.models import bert, hf
 
@@ -145,6 +145,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       (e.seeds >= 1, "evaluate.seeds must be >= 1"),
       (e.batch_size >= 1 and e.tune_rows >= 1, "evaluate.batch_size and evaluate.tune_rows must be >= 1"),
       (e.ceiling_batch_size >= 0, "evaluate.ceiling_batch_size must be >= 0 (0 = skip the ceiling)"),
+      (all(_one_of(x, coreset.METHODS) for x in e.coresets) and len(set(e.coresets)) == len(e.coresets),
+       f"evaluate.coresets must hold distinct methods of {coreset.METHODS}"),
+      (e.coreset_pool >= 0, "evaluate.coreset_pool must be >= 0 (0 = every training row outside the tune rows)"),
+      (e.equal_storage_batch_size >= 1, "evaluate.equal_storage_batch_size must be >= 1"),
       (len(e.lr_grid) >= 1 and all(_finite_positive(x) for x in e.lr_grid),
        "evaluate.lr_grid must hold finite step sizes > 0"),
       (not (cfg.mode == "evaluate" and not e.checkpoint), "mode=evaluate needs --config.evaluate.checkpoint=DIR"),

@@ -1,8 +1,8 @@
 """Accuracy of trained models, and evaluation of distilled sets against baselines.
 
-Every model trained here — on a distilled set, a random real subset or decoded
-text — goes through `fit.train_on_set`, the same inner loop distillation
-differentiates through.
+Every model trained here — on a distilled set, a real subset (random, a
+coreset or one of equal storage) or decoded text — goes through
+`fit.train_on_set`, the same inner loop distillation differentiates through.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import checkpoint, config as config_lib, data, decode, export, fit, modeling, synthetic
+from distill_jax import checkpoint, config as config_lib, coreset, data, decode, export, fit, modeling, synthetic
 from distill_jax.errors import UserError
 
 
@@ -88,6 +88,66 @@ def real_ceiling(model, init_fn, train: data.Split, num_classes: int, spec: fit.
   accs = evaluate_set(model, init_fn, arrays, jnp.full((spec.steps,), best_lr), spec, split, seeds,
                       batch_size=eval_batch_size)
   return dict(summary(accs), lr=best_lr, lr_scores=scores, steps=spec.steps, batch_size=batch_size)
+
+
+def real_baseline(exp, spec: fit.InnerSpec, idx: np.ndarray, tune: data.Split) -> dict:
+  """Training rows `idx` as a set, through the distilled set's procedure: a constant step size tuned
+  on `tune` (never on the evaluation split), then `evaluate.seeds` fresh θ0 scored on the eval split."""
+  e = exp.cfg.evaluate
+  subset = real_subset(exp.train, idx, exp.num_classes)
+  best_lr, scores = tune_constant_lr(exp.model, exp.init_fn, subset, spec, tune, tuple(e.lr_grid),
+                                     max(1, e.seeds // 2))
+  accs = evaluate_set(exp.model, exp.init_fn, subset, jnp.full((spec.steps,), best_lr), spec, exp.eval, e.seeds,
+                      batch_size=e.batch_size)
+  return dict(summary(accs), lr=best_lr, lr_scores=scores, n_examples=int(len(idx)))
+
+
+def coreset_subsets(exp, spec: fit.InnerSpec, pool: np.ndarray, tune: data.Split) -> dict:
+  """`<method>_subset` for each of `evaluate.coresets`: n_per_class pool rows per class, chosen by
+  the method (coreset.py), each trained and scored by `real_baseline`.
+
+  "random" draws from every pool row, as the random baseline always has; the
+  feature-based methods choose among `evaluate.coreset_pool` random pool rows
+  (0 = all), whose features come from θ0 of `init.seed`.
+  """
+  cfg, e = exp.cfg, exp.cfg.evaluate
+  out, n = {}, cfg.synthetic.n_per_class
+  if set(e.coresets) - {"random"}:
+    rows = coreset.candidates(pool, e.coreset_pool, cfg.seed)
+    params = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))
+    feats = coreset.features(exp.model, params, exp.train.subset(rows), e.batch_size)
+    out["coreset_features"] = ("mean-pooled final states of the pretrained body" if cfg.init.kind == "pretrained"
+                               else "mean-pooled final states of a random-init θ0 (random features)")
+    out["coreset_pool"] = dict(rows=int(len(rows)), of=int(len(pool)))
+  for method in e.coresets:
+    cand, f = (pool, None) if method == "random" else (rows, feats)
+    idx = cand[coreset.select(method, f, exp.train.labels[cand], n, exp.num_classes, cfg.seed)]
+    out[f"{method}_subset"] = r = real_baseline(exp, spec, idx, tune)
+    logging.info("%s real subset (lr %.3g): %.4f ± %.4f", method, r["lr"], r["mean"], r["std"])
+  return out
+
+
+def equal_storage_subset(exp, spec: fit.InnerSpec, pool: np.ndarray, tune: data.Split, budget: int) -> dict:
+  """Random pool rows, class-balanced, whose token ids take at most `budget` bytes (the set's own),
+  trained by `real_baseline`: what the set's storage buys as real text.
+
+  When the inner loop takes the whole set each step (inner.batch_size 0), a
+  subset larger than `evaluate.equal_storage_batch_size` rows is minibatched at
+  that size instead.
+  """
+  cfg = exp.cfg
+  row_bytes = synthetic.token_bytes(exp.train.attention_mask[pool])
+  picked = coreset.within_bytes(exp.train.labels[pool], row_bytes, budget, exp.num_classes, cfg.seed)
+  info = dict(n_examples=int(len(picked)), bytes=int(row_bytes[picked].sum()), budget_bytes=int(budget))
+  if not len(picked):
+    return dict(info, skipped="not one training row fits in the set's bytes")
+  if not spec.batch_size and len(picked) > cfg.evaluate.equal_storage_batch_size:
+    spec = dataclasses.replace(spec, batch_size=cfg.evaluate.equal_storage_batch_size)
+  r = dict(real_baseline(exp, spec, pool[picked], tune), **info,
+           batch_size=min(spec.batch_size or len(picked), len(picked)))
+  logging.info("equal-storage real subset (%d rows, %d B, lr %.3g): %.4f ± %.4f", len(picked), info["bytes"],
+               r["lr"], r["mean"], r["std"])
+  return r
 
 
 def make_progress_evaluator(exp, spec: fit.InnerSpec, syn) -> Callable[[dict, dict], float]:
@@ -160,8 +220,8 @@ def _restore_set(mngr, learned0: dict, static0: dict) -> tuple[dict, dict, int]:
 
 
 def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> dict:
-  """Distilled set vs its own starting point, a random real subset of the same size, the real-data
-  ceiling and its decoded text."""
+  """Distilled set vs its own starting point, real subsets of the same size (random and coresets), a
+  real subset of the same storage, the real-data ceiling and its decoded text; and its storage."""
   source = cli_cfg.evaluate.checkpoint
   exported = export.load_distilled(source) if export.holds_set(source) else None
   if exported is None:
@@ -181,11 +241,12 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
     learned, static, outer_steps = _restore_set(mngr, start, start_static)
     syn_data = syn.materialize(learned["data"], static)
     lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
-    storage = synthetic.num_learned_floats(learned["data"])
+    data_floats, stored = synthetic.num_learned_floats(learned["data"]), learned
   else:  # the exported arrays are the set itself: what it stores is what it is
     syn_data = {k: jnp.asarray(exported[k]) for k in export.KEYS[exported["inputs"]]}
     lrs, outer_steps = jnp.asarray(exported["step_sizes"]), cfg.outer.steps
-    storage = synthetic.num_learned_floats({k: v for k, v in syn_data.items() if v.dtype == jnp.float32})
+    floats = {k: v for k, v in syn_data.items() if v.dtype == jnp.float32}
+    data_floats, stored = synthetic.num_learned_floats(floats), dict(floats, step_sizes=lrs)
   e = cfg.evaluate
   n_syn = cfg.synthetic.n_per_class * exp.num_classes
   run = functools.partial(evaluate_set, exp.model, exp.init_fn, spec=spec, split=exp.eval, seeds=e.seeds,
@@ -199,29 +260,26 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                 fixed_word_embeddings=cfg.init.fixed_word_embeddings,
                 pooling=cfg.model.pooling,
                 outer_steps=outer_steps, step_sizes=np.asarray(lrs).tolist(),
-                storage_floats=storage)
+                storage_floats=data_floats,  # the data parametrisation alone, as older results have it
+                storage=synthetic.storage(stored, exp.train.attention_mask))
   result["distilled"] = summary(run(data_arrays=syn_data, lrs=lrs))
   logging.info("distilled: %.4f ± %.4f", result["distilled"]["mean"], result["distilled"]["std"])
   # Random held-out training rows tune the baselines' step sizes (files may be sorted by label).
   perm = np.random.default_rng(cfg.seed).permutation(len(exp.train))
   n_tune = min(e.tune_rows, len(exp.train) // 2)
   tune, pool = exp.train.subset(np.sort(perm[:n_tune])), np.sort(perm[n_tune:])
-  grid, tune_seeds = tuple(e.lr_grid), max(1, e.seeds // 2)
   if e.baselines:
     # The set as it started (outer step 0, step sizes inner.lr): what distillation itself added.
     result["initial_set"] = summary(run(data_arrays=syn.materialize(start["data"], start_static),
                                         lrs=synthetic.step_sizes(start["lr"], spec.lr_param)))
     logging.info("initial set: %.4f ± %.4f", result["initial_set"]["mean"], result["initial_set"]["std"])
-    idx = pool[data.sample_per_class(exp.train.labels[pool], cfg.synthetic.n_per_class, exp.num_classes, cfg.seed)]
-    subset = real_subset(exp.train, idx, exp.num_classes)
-    best_lr, scores = tune_constant_lr(exp.model, exp.init_fn, subset, spec, tune, grid, tune_seeds)
-    result["random_subset"] = dict(summary(run(data_arrays=subset, lrs=jnp.full((spec.steps,), best_lr))),
-                                   lr=best_lr, lr_scores=scores)
-    logging.info("random real subset (lr %.3g): %.4f ± %.4f", best_lr, result["random_subset"]["mean"],
-                 result["random_subset"]["std"])
+    result.update(coreset_subsets(exp, spec, pool, tune))
+  if e.equal_storage:
+    result["equal_storage_subset"] = equal_storage_subset(exp, spec, pool, tune, result["storage"]["bytes"])
   if e.ceiling_batch_size:
     result["real_ceiling"] = real_ceiling(exp.model, exp.init_fn, exp.train.subset(pool), exp.num_classes, spec,
-                                          tune, exp.eval, grid, e.seeds, e.ceiling_batch_size, e.batch_size)
+                                          tune, exp.eval, tuple(e.lr_grid), e.seeds, e.ceiling_batch_size,
+                                          e.batch_size)
     logging.info("real-data ceiling (T=%d, batch %d): %.4f ± %.4f", spec.steps, e.ceiling_batch_size,
                  result["real_ceiling"]["mean"], result["real_ceiling"]["std"])
   if e.decode:

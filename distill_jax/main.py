@@ -187,9 +187,12 @@ def summary_lines(result: dict, workdir: str, config_file: str) -> list[str]:
   if result["mode"] == "evaluate":
     parts = [f"distilled {pct(result['distilled'])}"]
     parts += [f"{name} {pct(result[key])}" for key, name in (("random_subset", "random real subset"),
+                                                             ("kcenter_subset", "k-center"),
+                                                             ("herding_subset", "herding"),
+                                                             ("equal_storage_subset", "equal-storage real subset"),
                                                              ("real_ceiling", "real-data ceiling"),
                                                              ("initial_set", "before distillation"))
-              if key in result]
+              if "mean" in result.get(key, {})]
     return [f"{result['dataset']}, {result['num_examples']} examples, {result['distilled']['n']} fresh models "
             f"each: " + " | ".join(parts), f"result: {workdir}/result_evaluate.json"]
   return [f"eval accuracy {100 * result['eval_accuracy']:.2f}% of the epoch-{result['best_epoch']} model, chosen "

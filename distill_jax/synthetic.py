@@ -199,8 +199,38 @@ class Tokens:
 
 
 def num_learned_floats(params: dict) -> int:
-  """Storage budget: learned floats of the data parametrisation (step sizes excluded)."""
+  """Learned floats of a tree: of the data parametrisation alone (`storage_floats`), or with step sizes."""
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+
+
+FLOAT_BYTES = 4  # learned arrays are stored as float32
+TOKEN_BYTES = 2  # uint16 holds every id of BERT's 30,522-token WordPiece vocabulary
+STORAGE_CONVENTION = (f"set: {FLOAT_BYTES} B (float32) per learned float, step sizes and learned labels included; "
+                      f"data: {TOKEN_BYTES} B (uint16) per non-padding token id of the training rows after "
+                      "truncation to data.max_len")
+
+
+def token_bytes(attention_mask: np.ndarray) -> np.ndarray:
+  """Per row, the bytes of its token ids: non-padding tokens × `TOKEN_BYTES`."""
+  return TOKEN_BYTES * np.asarray(attention_mask).astype(bool).sum(-1).astype(np.int64)
+
+
+def storage(learned: dict, train_mask: np.ndarray) -> dict:
+  """A set's size against the data it replaces: why a set is small enough to be worth it.
+
+  `learned` holds every learned array that defines the set (data
+  parametrisation, learned labels, raw step sizes), each float costing
+  `FLOAT_BYTES`. The data is the training split's token ids as they would be
+  stored compactly: its non-padding tokens after truncation to max_len, at
+  `TOKEN_BYTES` each. Fixed labels and masks count on neither side, and
+  neither do a token set's integer arrays (its candidate vocabulary and, when
+  sparse, each position's candidate ids). `ratio` > 1: the set is larger than
+  the text it replaces.
+  """
+  floats = num_learned_floats(learned)
+  train = int(token_bytes(train_mask).sum())
+  return dict(floats=floats, bytes=FLOAT_BYTES * floats, train_token_bytes=train,
+              ratio=FLOAT_BYTES * floats / max(train, 1), convention=STORAGE_CONVENTION)
 
 
 def build(kind: str, shape: SetShape, num_bases: int = 0, token_logit_scale: float = 10.0,

@@ -44,6 +44,9 @@ def test_a_config_file_that_still_sets_old_names_is_upgraded():
     ("data.max_len", 100000, "data.max_len=100000 exceeds the model's 512 position embeddings"),
     ("data.dataset", "nosuch", "unknown dataset 'nosuch'"),
     ("model.size", "huge", "model.size must be one of"),
+    ("evaluate.coresets", ("random", "kmeans"), "evaluate.coresets must hold distinct methods of ('random', "),
+    ("evaluate.coresets", ("herding", "herding"), "evaluate.coresets must hold distinct methods"),
+    ("evaluate.coreset_pool", -1, "evaluate.coreset_pool must be >= 0"),
 ])
 def test_validate_rejects_impossible_values_in_one_line(key, value, message):
   cfg = paper.get_config("sst2")

@@ -76,18 +76,34 @@ def test_evaluate_mode_reports_distilled_baselines_and_decoded(tmp_path):
   for key in ("distilled", "initial_set", "random_subset", "decoded_cosine", "decoded_l2"):
     assert r[key]["n"] == 2 and 0.0 <= r[key]["mean"] <= 1.0, key
   assert len(r["decoded_cosine"]["texts"]) == r["num_examples"] == 4
-  assert r["random_subset"]["lr"] in (0.01, 0.1)
+  assert r["random_subset"]["lr"] in (0.01, 0.1) and r["random_subset"]["n_examples"] == 4
+  assert "kcenter_subset" not in r and "equal_storage_subset" not in r  # the defaults: random only
   assert len(r["step_sizes"]) == 3
+  # 4 examples × 16 positions × 128 dims, 3 step sizes; against 2 B per real token of the 64 training rows
+  train_bytes = 2 * int(experiment.setup(cfg).train.attention_mask.sum())
+  assert r["storage_floats"] == 4 * 16 * 128 and r["storage"]["floats"] == 4 * 16 * 128 + 3
+  assert r["storage"]["bytes"] == 4 * r["storage"]["floats"] and r["storage"]["train_token_bytes"] == train_bytes
+  assert r["storage"]["ratio"] == r["storage"]["bytes"] / train_bytes
   assert os.path.exists(tmp_path / "eval" / "result_evaluate.json")
-  # The exported set evaluates to the same accuracies as the checkpoint it was written from.
+  # The exported set evaluates to the same accuracies as the checkpoint it was written from, and
+  # the coresets and the equal-storage subset leave the random subset's draw and numbers as they were.
   exported = str(tmp_path / "run" / "distilled")
   assert distill_jax.load_distilled(exported)["texts"] is not None
   again = main.run(tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": exported,
-                                                                  "evaluate.baselines": False,
+                                                                  "evaluate.coresets": ("random", "kcenter", "herding"),
+                                                                  "evaluate.equal_storage": True,
                                                                   "evaluate.ceiling_batch_size": 0,
                                                                   "evaluate.decode": False}),
                    str(tmp_path / "eval_export"))
   assert again["distilled"]["accs"] == r["distilled"]["accs"] and again["step_sizes"] == r["step_sizes"]
+  assert again["random_subset"] == r["random_subset"]
+  assert again["storage"]["floats"] == 4 * 16 * 128 + 4 * 2 + 3  # the export stores its targets as floats
+  assert again["coreset_features"].endswith("(random features)") and again["coreset_pool"] == {"rows": 48, "of": 48}
+  for key in ("kcenter_subset", "herding_subset", "equal_storage_subset"):
+    assert again[key]["n"] == 2 and 0.0 <= again[key]["mean"] <= 1.0 and again[key]["lr"] in (0.01, 0.1), key
+  assert again["kcenter_subset"]["n_examples"] == again["herding_subset"]["n_examples"] == 4
+  equal = again["equal_storage_subset"]  # the set's 32 kB hold every pool row's token ids
+  assert equal["n_examples"] == 48 and equal["bytes"] <= again["storage"]["bytes"] and equal["batch_size"] == 48
 
 
 def test_addressable_parametrisation_trains_through_the_same_engine(tmp_path):

@@ -57,6 +57,16 @@ def test_storage_addressable_is_smaller_than_direct_for_the_same_examples():
   assert synthetic.num_learned_floats(addr) == 4 * 5 * 8 + 6 * 4 + 4 * 3
 
 
+def test_storage_counts_every_learned_float_against_the_training_token_ids():
+  _, params, _ = _init("direct")  # 6 examples × 5 positions × 8 dims, 6 × 3 soft-label logits
+  learned = {"data": params, "lr": jnp.zeros((10,))}  # and 10 step sizes
+  train_mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]])  # 6 real tokens
+  got = synthetic.storage(learned, train_mask)
+  assert got["floats"] == 240 + 18 + 10 and got["bytes"] == 4 * 268
+  assert got["train_token_bytes"] == 2 * 6 and got["ratio"] == 1072 / 12
+  np.testing.assert_array_equal(synthetic.token_bytes(train_mask), [6, 4, 2])
+
+
 def test_checkpoint_round_trip(tmp_path):
   _, params, static = _init("addressable")
   mngr = checkpoint.manager(str(tmp_path / "ck"))
