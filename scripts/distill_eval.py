@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -81,6 +82,8 @@ def main(argv: list[str]) -> int:
   p.add_argument("--seeds", type=int, default=5, help="evaluation seeds")
   p.add_argument("--resume", action="store_true",
                  help="keep RUN/distill and continue it from its last checkpoint (default: start afresh)")
+  p.add_argument("--distilled-by", default="",
+                 help="evaluate RUN/distill as it is (no distillation) and take its timing from this result file")
   p.add_argument("--one-command", action="store_true",
                  help="time the config's own single command (a recipe: distil, then evaluate.after_distill)")
   args, config_args = p.parse_known_args(argv)
@@ -92,20 +95,33 @@ def main(argv: list[str]) -> int:
   evaluate = [*config_args, "--config.mode=evaluate", f"--config.evaluate.checkpoint={args.run}/distill",
               f"--config.evaluate.seeds={args.seeds}", *args.eval_arg, f"--workdir={args.run}/eval"]
   shutil.rmtree(os.path.join(ROOT, args.run, "eval"), ignore_errors=True)
-  if not args.resume:
+  if not args.resume and not args.distilled_by:
     shutil.rmtree(os.path.join(ROOT, args.run), ignore_errors=True)
   commands = [[sys.executable, "-m", "distill_jax.main", *a] for a in (distill, evaluate)]
-  seconds = []
+  if args.distilled_by:
+    commands = commands[1:]
+  seconds, peaks = [], []
   for cmd in commands:
     print("==", shlex.join(["python", *cmd[1:]]), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True)
     seconds.append(time.perf_counter() - start)
+    # Children run one at a time, so after the first this is the distillation's own peak.
+    peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
   result = json.load(open(os.path.join(ROOT, args.run, "eval", "result_evaluate.json")))
-  # Wall-clock of each command (start-up, data, compile and all), and the CPU they ran on.
-  result["distill_seconds"], result["evaluate_seconds"] = seconds
-  result["host"] = host()
   result["command"] = " && ".join(shlex.join(["python", *cmd[1:]]) for cmd in commands)
+  if args.distilled_by:  # the set was distilled by an earlier measured run: its timing, memory and curves
+    earlier = json.load(open(os.path.join(ROOT, args.distilled_by)))
+    keys = ("distill_seconds", "seconds_per_outer_step", "history", "distill_peak_rss_mib")
+    result.update({k: earlier[k] for k in keys if k in earlier}, distilled_by=args.distilled_by,
+                  distill_host=earlier.get("host"), evaluate_seconds=seconds[0])
+    result["host"] = host()
+    write(args.out, result)
+    return 0
+  # Wall-clock and peak resident memory of each command (start-up, data, compile and all), and the CPU.
+  result["distill_seconds"], result["evaluate_seconds"] = seconds
+  result["distill_peak_rss_mib"] = peaks[0]
+  result["host"] = host()
   log = os.path.join(ROOT, args.run, "distill", "metrics.jsonl")
   result["seconds_per_outer_step"] = seconds_per_step(log)
   result["history"] = history(log)

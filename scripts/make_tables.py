@@ -90,12 +90,81 @@ def quickstart() -> str:
       *([f"Measured with `{first}`."] if first and len(first) <= 250 else [])])
 
 
+def reference(model: str, dataset: str) -> tuple[float | None, str]:
+  """Full-data accuracy of `model` ("minilm" | "tiny") and its mark: the held-out-selected reference of
+  results/references/ (no mark), else the older Table 1 run (†: epoch picked on the eval split, MiniLM one
+  epoch, SST-2/IMDB on reduced data), else None."""
+  r = load(f"references/{model}_{dataset}.json").get(f"{model}_{dataset}")
+  if r:
+    return r["eval_accuracy"], ""
+  r = load(f"table1/{model}_{dataset}.json").get(f"{model}_{dataset}")
+  return (r["best_eval_accuracy"], "†") if r else (None, "")
+
+
+def full_cells(model: str, dataset: str, accuracy: float) -> str:
+  """`full data | % of full` table cells."""
+  f, mark = reference(model, dataset)
+  return f"{pct(f)}{mark} | {100 * accuracy / f:.0f}%" if f else "— | —"
+
+
+def references_table() -> str:
+  """results/references/: learning rate and epoch chosen on held-out training rows, evaluated once."""
+  rows = ["| dataset | model | full data (eval split) | learning rate | epoch | held-out | train / held-out / eval rows | "
+          "Table 1 run (old protocol) | ran on |", "|---|---|---|---|---|---|---|---|---|"]
+  runs = load("references/*.json")
+  old = load("table1/*.json")
+  for d in RECIPE_DATASETS:
+    for model, label in (("minilm", "MiniLM-L6 (pretrained)"), ("tiny", "BERT-Tiny (random init)")):
+      r, o = runs.get(f"{model}_{d}"), old.get(f"{model}_{d}")
+      prev = pct(o["best_eval_accuracy"]) if o else "—"
+      if not r:
+        rows.append(f"| {NAMES[d]} | {label} | not measured yet | — | — | — | — | {prev} | — |")
+        continue
+      rows.append(f"| {NAMES[d]} | {label} | {pct(r['eval_accuracy'])} | {r['learning_rate']:g} | {r['best_epoch'] + 1} | "
+                  f"{pct(r['holdout_accuracy'])} | {r['train_rows']:,} / {r['holdout_rows']:,} / {r['eval_rows']:,} | "
+                  f"{prev} | {'; '.join(r.get('hosts', [r.get('host', '?')]))} |")
+  note = lambda r: f" ({r['note']})" if r.get("note") else ""
+  cmds = [f"- `{n}`: `{r['grid_command']}`{note(r)}" for n, r in runs.items()]
+  return "\n".join(rows + ["", "Commands (each grid point's own command is in its result file):", *cmds])
+
+
+BUDGET_ROWS = (("random_subset", "Random"), ("kcenter_subset", "K-Center"), ("herding_subset", "Herding"),
+               ("equal_storage_subset", "Random, equal storage"), ("real_ceiling", "Real-data ceiling (T steps)"),
+               ("distilled", "**Distilled (ours)**"))
+
+
+def budgets_table() -> str:
+  """The field's table: rows are methods, columns dataset × examples per class (results/budgets/)."""
+  runs = load("budgets/*.json")
+  order = lambda kv: (RECIPE_DATASETS.index(kv[1]["dataset"]), kv[1]["n_per_class"])
+  runs = dict(sorted(runs.items(), key=order))
+  if not runs:
+    return "Not measured yet: `bash scripts/budgets.sh DATASET K`."
+  cols = list(runs.values())
+  head = " | ".join(f"{NAMES[r['dataset']].split(' (')[0]} {r['n_per_class']}/class" for r in cols)
+  rows = [f"| method | {head} |", "|---|" + "---|" * len(cols)]
+  for key, label in BUDGET_ROWS:
+    rows.append(f"| {label} | " + " | ".join(mean_std(r.get(key)) for r in cols) + " |")
+  full = [reference("minilm", r["dataset"]) for r in cols]
+  rows.append("| Full data | " + " | ".join(f"{pct(f)}{m}" if f else "—" for f, m in full) + " |")
+  rows.append("| Distilled / full | " + " | ".join(f"{100 * r['distilled']['mean'] / f:.0f}%" if f else "—"
+                                               for r, (f, _) in zip(cols, full)) + " |")
+  rows += ["", "| run | models | outer steps | distillation, min | peak memory, MiB | learned floats | bytes | "
+           "/ training token bytes | equal-storage rows | host |", "|---|---|---|---|---|---|---|---|---|---|"]
+  for name, r in runs.items():
+    st, eq = r["storage"], r.get("equal_storage_subset", {})
+    peak = r.get("distill_peak_rss_mib")
+    rows.append(f"| `{name}` | {r['distilled']['n']} | {r['outer_steps']} | {r['distill_seconds'] / 60:.1f} | "
+                f"{f'{peak:,.0f}' if peak else '—'} | {st['floats']:,} | {st['bytes']:,} | {st['ratio']:.2%} | "
+                f"{eq.get('n_examples', '—')} | {r.get('distill_host') or r['host']} |")
+  return with_commands(rows, runs)
+
+
 def recipes_table() -> str:
   """One row per dataset and recipe: a results/recipes/ run of the recipe when one exists (for AG News
   MiniLM, the quick start's), else the earlier measured run of its setting (results/remedies/)."""
   rows = ["| dataset | recipe | outer steps | distilled | random real subset | real-data ceiling | models | "
-          "full data (Table 1) | distillation, min | result file |", "|---|---|---|---|---|---|---|---|---|---|"]
-  full = load("table1/*.json")
+          "full data | % of full | distillation, min | result file |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for d in RECIPE_DATASETS:
     for variant, (label, suffix, earlier) in RECIPES.items():
       names = [f"recipes/{d}_{variant}", *(["recipes/quickstart_ag_news"] if (d, variant) == ("ag_news", "minilm")
@@ -104,9 +173,8 @@ def recipes_table() -> str:
       name, r = next(((n, r) for n, r in found if r is not None), (None, None))
       recipe = f"{label} (`{RECIPE_CONFIGS[d]}{suffix}`)"
       if r is None:
-        rows.append(f"| {NAMES[d]} | {recipe} | — | not measured yet | — | — | — | — | — | — |")
+        rows.append(f"| {NAMES[d]} | {recipe} | — | not measured yet | — | — | — | — | — | — | — |")
         continue
-      f = full.get(f"{'minilm' if variant == 'minilm' else 'tiny'}_{d}")
       # Larger budgets of the same recipe: results/recipes/<dataset>_<variant>_<k>pc.json.
       larger = sorted(load(f"recipes/{d}_{variant}_*pc.json").items(), key=lambda kv: kv[1]["n_per_class"])
       for name, r, recipe in [(name, r, recipe), *((f"recipes/{n}", x, f"{label.replace('1/class', '')}"
@@ -115,7 +183,7 @@ def recipes_table() -> str:
         minutes = distill_minutes(r)
         rows.append(f"| {NAMES[d]} | {recipe} | {r['outer_steps']} | {mean_std(r['distilled'])} | "
                     f"{mean_std(r.get('random_subset'))} | {mean_std(r.get('real_ceiling'))} | "
-                    f"{r['distilled']['n']} | {pct(f['best_eval_accuracy']) if f else '—'} | "
+                    f"{r['distilled']['n']} | {full_cells(variant, d, r['distilled']['mean'])} | "
                     f"{f'{minutes:.0f}' if minutes else '—'} | `{name}.json` |")
   return "\n".join(rows)
 
@@ -309,7 +377,8 @@ def benchmark_table() -> str:
   return "\n".join(out).rstrip()
 
 
-TABLES = {"quickstart": quickstart, "recipes": recipes_table, "faults": faults_table, "table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
+TABLES = {"quickstart": quickstart, "recipes": recipes_table, "references": references_table,
+          "budgets": budgets_table, "faults": faults_table, "table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
           "pooling": pooling_table, "coverage": coverage_table,
           "remedies": remedies_table, "sensitivity": sensitivity_table,
           "addressable": addressable_table, "benchmark": benchmark_table}
