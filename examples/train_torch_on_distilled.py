@@ -9,8 +9,8 @@ inputs (embeddings as `inputs_embeds`; token distributions through the model's
 own word table), takes the soft-label cross-entropy and applies the config's
 inner optimizer (momentum SGD, or Adam) with learning rate lr[t]. A set with
 attention labels adds λ·KL(labels ‖ the model's attention), as the inner loss
-does (`distill_jax.modeling.attention_kl`). Dropout is off, as in the inner loop. Needs torch and transformers; distill_jax itself
-never imports torch.
+does (`distill_jax.modeling.attention_kl`). Dropout is off, as in the inner
+loop. Needs torch and transformers; distill_jax itself never imports torch.
 """
 
 from __future__ import annotations
