@@ -73,6 +73,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.synthetic.init = "real"  # real (embedded real examples) | random (N(0, init_std))
   c.synthetic.init_std = 0.02
   c.synthetic.label_mode = "hard"  # hard | soft (learned softmax) | real (learned, unrestricted)
+  # Learned attention labels (Maekawa et al. 2023): each example also carries a target attention
+  # distribution per layer, head and query ([n, layers, heads, L, L] learned logits), and the inner loss
+  # adds inner.attention_weight · KL(labels ‖ student attention). direct or tokens (superpose=1), init=real.
+  c.synthetic.attention_labels = False
+  # Whose attention the labels start from, on the set's initial real examples: a mode=train workdir
+  # (its train_checkpoints/; Maekawa's teacher is fine-tuned on the full data) or "" = θ0 at init.seed
+  # (the pretrained body with init.kind=pretrained).
+  c.synthetic.attention_teacher = ""
 
   # Inner loop: the paper's momentum SGD with learned per-step step sizes.
   c.inner = ml_collections.ConfigDict()
@@ -93,6 +101,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.inner.backprop_steps = 0  # truncated BPTT: meta-gradient through the last k inner steps (0 = all)
   c.inner.random_window = False  # RaT-BPTT: the k backprop steps end at a random step (evaluation runs all T)
   c.inner.adam_eps = 1e-8  # inner Adam only; larger values smooth the meta-gradient
+  # λ: the inner loss on a set with attention labels is CE + λ · KL(labels ‖ student attention), the KL
+  # summed over keys and averaged over examples, layers, heads and real query positions (modeling.attention_kl)
+  c.inner.attention_weight = 1.0
 
   # Outer loop: Adam on the synthetic set and step sizes.
   c.outer = ml_collections.ConfigDict()

@@ -27,9 +27,9 @@ from distill_jax.errors import UserError
 # other values cannot work, so they are checked before restoring.
 SHAPE_KEYS = ("data.dataset", "data.max_len", "synthetic.n_per_class", "inner.steps", "model.size",
               "model.pretrained", "synthetic.kind", "synthetic.num_bases", "synthetic.label_mode",
-              "inner.lr_groups", "synthetic.vocab_size")
+              "inner.lr_groups", "synthetic.vocab_size", "synthetic.attention_labels")
 # Shape keys added after checkpoints existed: a checkpoint without one was written with this value.
-_SHAPE_KEY_DEFAULTS = {"inner.lr_groups": "global", "synthetic.vocab_size": 2048}
+_SHAPE_KEY_DEFAULTS = {"inner.lr_groups": "global", "synthetic.vocab_size": 2048, "synthetic.attention_labels": False}
 
 
 def manager(directory: str, max_to_keep: Optional[int] = 3, create: bool = True) -> ocp.CheckpointManager:

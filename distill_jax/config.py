@@ -10,6 +10,7 @@ configs saved inside older checkpoints.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from typing import Any, Iterable
 
@@ -175,6 +176,21 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
        "synthetic.candidates_per_position must be in [0, synthetic.vocab_size] (0 = all candidates)"),
       (s.candidates_per_position == 0 or s.kind == "tokens",
        "synthetic.candidates_per_position > 0 needs --config.synthetic.kind=tokens"),
+      (isinstance(i.attention_weight, (int, float)) and math.isfinite(i.attention_weight) and i.attention_weight >= 0,
+       "inner.attention_weight must be a finite number >= 0"),
+      (not s.attention_labels or s.kind in ("direct", "tokens"),
+       "synthetic.attention_labels needs --config.synthetic.kind=direct or tokens (an addressable example mixes "
+       "memories: no one real example to take a teacher's attention on)"),
+      (not s.attention_labels or s.init == "real",
+       "synthetic.attention_labels starts from a teacher's attention on real examples; use "
+       "--config.synthetic.init=real"),
+      (not s.attention_labels or s.superpose == 1,
+       "synthetic.attention_labels needs --config.synthetic.superpose=1 (one real example per synthetic one)"),
+      (not s.attention_teacher or s.attention_labels,
+       "synthetic.attention_teacher needs --config.synthetic.attention_labels=True"),
+      (not s.attention_teacher or os.path.isdir(s.attention_teacher),
+       f"synthetic.attention_teacher={s.attention_teacher!r} is not a directory; pass the --workdir of a "
+       "mode=train run"),
   ]
   for ok, msg in checks:
     if not ok:

@@ -198,7 +198,8 @@ def distill_and_save(exp, workdir: str) -> dict:
                                                   f"{mngr.directory}; rerun the same command to resume")
   seconds = time.perf_counter() - t0
   exported = export_set(exp, syn, spec, state["learned"], static, os.path.join(workdir, "distilled"))
-  return dict(steps=int(state["step"]), seconds=seconds, exported=exported)
+  return dict(steps=int(state["step"]), seconds=seconds, exported=exported,
+              attention_teacher=synthetic.attention_teacher(cfg))
 
 
 def export_set(exp, syn, spec: fit.InnerSpec, learned: dict, static: dict, directory: str) -> str:

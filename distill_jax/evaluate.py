@@ -243,7 +243,8 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
     lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
     data_floats, stored = synthetic.num_learned_floats(learned["data"]), learned
   else:  # the exported arrays are the set itself: what it stores is what it is
-    syn_data = {k: jnp.asarray(exported[k]) for k in export.KEYS[exported["inputs"]]}
+    syn_data = {k: jnp.asarray(exported[k]) for k in (*export.KEYS[exported["inputs"]], *export.OPTIONAL_KEYS)
+                if k in exported}
     lrs, outer_steps = jnp.asarray(exported["step_sizes"]), cfg.outer.steps
     floats = {k: v for k, v in syn_data.items() if v.dtype == jnp.float32}
     data_floats, stored = synthetic.num_learned_floats(floats), dict(floats, step_sizes=lrs)
@@ -258,7 +259,8 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                 synthetic_kind=cfg.synthetic.kind, superpose=cfg.synthetic.superpose,
                 candidates_per_position=cfg.synthetic.candidates_per_position,
                 fixed_word_embeddings=cfg.init.fixed_word_embeddings,
-                pooling=cfg.model.pooling,
+                pooling=cfg.model.pooling, attention_teacher=synthetic.attention_teacher(cfg),
+                attention_weight=cfg.inner.attention_weight if "attention" in syn_data else None,
                 outer_steps=outer_steps, step_sizes=np.asarray(lrs).tolist(),
                 storage_floats=data_floats,  # the data parametrisation alone, as older results have it
                 storage=synthetic.storage(stored, exp.train.attention_mask))
@@ -288,7 +290,9 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
     # Token distributions decode to their most likely tokens, whatever the metric ("argmax").
     for metric in ("argmax",) if "token_probs" in syn_data else ("cosine", "l2"):
       ids = decode.decode_set(syn_data, table, metric)
-      decoded = dict(input_ids=ids, attention_mask=syn_data["attention_mask"], targets=syn_data["targets"])
+      # The same set with text for inputs: its targets and, when it has them, its attention labels.
+      decoded = dict({k: syn_data[k] for k in ("attention_mask", "targets", "attention") if k in syn_data},
+                     input_ids=ids)
       result[f"decoded_{metric}"] = dict(summary(run(data_arrays=decoded, lrs=lrs)),
                                          texts=decode.texts(ids, syn_data["attention_mask"], tok))
   return result

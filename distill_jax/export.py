@@ -1,8 +1,9 @@
 """A distilled set as plain files, so it outlives the run and trains models outside JAX.
 
 `directory/set.safetensors` is the set: every array of `materialize`'s output
-plus the learned per-step `step_sizes`, as float32/int32 tensors, and string
-metadata (`format`, `format_version`, `inputs`, JSON `config`, `label_names`
+(with "attention" [M, layers, heads, L, L] probabilities when the set has
+attention labels) plus the learned per-step `step_sizes`, as float32/int32
+tensors, and string metadata (`format`, `format_version`, `inputs`, JSON `config`, `label_names`
 and, when known, `texts` and `model_config`). `directory/set.jsonl` lists it
 for people: one line per example with its label, soft label and text.
 Nothing here imports JAX, so `load_distilled` serves PyTorch users too
@@ -24,12 +25,16 @@ from safetensors.numpy import save as safetensors_bytes
 from distill_jax.errors import UserError
 
 FORMAT = "distill_jax.synthetic_set"
-FORMAT_VERSION = 1
+# Version 2 adds the optional "attention" labels; sets without them are still written as version 1, so
+# readers that would train on them without their KL term (older releases) refuse only those that have them.
+FORMAT_VERSION = 2
 SET_FILE = "set.safetensors"
 LISTING_FILE = "set.jsonl"
 # The arrays `synthetic.<kind>.materialize` returns, by kind of inputs.
 KEYS = {"embeddings": ("inputs_embeds", "attention_mask", "targets"),
         "tokens": ("token_probs", "token_vocab", "attention_mask", "targets")}
+# Arrays a set of either kind may add (`synthetic.WithAttention`).
+OPTIONAL_KEYS = ("attention",)
 # Stored as int32; everything else as float32, what the inner loop computes in.
 INT_KEYS = ("attention_mask", "token_vocab")
 
@@ -49,10 +54,12 @@ def save_set(directory: str, arrays: Mapping[str, Any], step_sizes: Any, *, conf
   previous set (or none), never part of one.
   """
   inputs = _inputs_kind(arrays)
-  tensors = {k: np.asarray(arrays[k], np.int32 if k in INT_KEYS else np.float32) for k in KEYS[inputs]}
+  tensors = {k: np.asarray(arrays[k], np.int32 if k in INT_KEYS else np.float32)
+             for k in (*KEYS[inputs], *OPTIONAL_KEYS) if k in arrays}
   tensors["step_sizes"] = np.asarray(step_sizes, np.float32)
   _check_shapes(tensors, label_names, texts)
-  metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "inputs": inputs,
+  version = FORMAT_VERSION if "attention" in tensors else 1
+  metadata = {"format": FORMAT, "format_version": str(version), "inputs": inputs,
               "config": json.dumps(config), "label_names": json.dumps(list(label_names))}
   if texts is not None:
     metadata["texts"] = json.dumps(list(texts))
@@ -67,7 +74,8 @@ def save_set(directory: str, arrays: Mapping[str, Any], step_sizes: Any, *, conf
 def load_distilled(path: str) -> dict:
   """A set written by `save_set`, from its directory or its .safetensors file.
 
-  Returns numpy arrays under `materialize`'s keys plus "step_sizes", and
+  Returns numpy arrays under `materialize`'s keys (with "attention" when the
+  set has attention labels) plus "step_sizes", and
   "inputs" ("embeddings" or "tokens": which keys), "config", "label_names",
   "texts" and "model_config" (None when not saved).
   """
@@ -98,18 +106,22 @@ def holds_set(path: str) -> bool:
 
 def _inputs_kind(arrays: Mapping[str, Any]) -> str:
   kind = "tokens" if "token_probs" in arrays else "embeddings"
-  if set(arrays) != set(KEYS[kind]):
-    raise ValueError(f"a materialized set has keys {KEYS['embeddings']} or {KEYS['tokens']}; got {sorted(arrays)}")
+  if set(arrays) - set(OPTIONAL_KEYS) != set(KEYS[kind]):
+    raise ValueError(f"a materialized set has keys {KEYS['embeddings']} or {KEYS['tokens']} (and optionally "
+                     f"{OPTIONAL_KEYS}); got {sorted(arrays)}")
   return kind
 
 
 def _check_shapes(t: dict[str, np.ndarray], label_names: Sequence[str], texts: Optional[Sequence[str]]) -> None:
-  """`materialize`'s shapes: [M, L, H|K] inputs, [M, L] mask, [M, C] targets (C label names), [M, K] vocab."""
+  """`materialize`'s shapes: [M, L, H|K] inputs, [M, L] mask, [M, C] targets (C label names), [M, K] vocab,
+  [M, layers, heads, L, L] attention."""
   x = t.get("inputs_embeds", t.get("token_probs"))
   m, l, k = x.shape if x.ndim == 3 else (None, None, None)
   want = {"attention_mask": (m, l), "targets": (m, len(label_names))}
   if "token_vocab" in t:
     want["token_vocab"] = (m, k)
+  if "attention" in t:
+    want["attention"] = (m, *t["attention"].shape[1:3], l, l)
   got = {key: t[key].shape for key in want}
   if x.ndim != 3 or got != want:
     raise ValueError(f"set shapes {got} with inputs {x.shape} and {len(label_names)} label names; want {want}")

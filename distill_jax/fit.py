@@ -36,6 +36,7 @@ class InnerSpec:
   # Keep the word table at θ0 even for token-id data: synthetic embeddings never move it, so this is
   # the real-data ceiling of what they could teach (scripts/diagnose.py --freeze_word_table).
   freeze_word_embeddings: bool = False
+  attention_weight: float = 1.0  # λ of the attention-label KL (modeling.set_loss); sets without labels ignore it
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict) -> "InnerSpec":
@@ -44,7 +45,7 @@ class InnerSpec:
                lr_param=cfg.inner.lr_param, remat=cfg.inner.remat,
                remat_policy=cfg.inner.remat_policy, scan_unroll=cfg.inner.scan_unroll,
                remat_segment=cfg.inner.remat_segment, backprop_steps=cfg.inner.backprop_steps,
-               random_window=cfg.inner.random_window)
+               random_window=cfg.inner.random_window, attention_weight=cfg.inner.attention_weight)
 
 
 # Above this many rows, minibatches are drawn with replacement: a permutation per
@@ -65,6 +66,9 @@ def minibatch_indices(key: jax.Array, steps: int, size: int, batch: int) -> jax.
 def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key: jax.Array,
                  spec: InnerSpec) -> tuple[modeling.Params, jax.Array]:
   """θ0 → θT by the inner loop on `data` (synthetic embeddings, token distributions or real token ids).
+
+  The loss of each step is `modeling.set_loss`: with the KL to the set's
+  attention labels when `data` carries them ("attention").
 
   With embedding inputs the word-embedding table gets no gradient, so it is
   kept out of the scan carry (smaller carry, smaller remat residuals). With
@@ -87,7 +91,7 @@ def train_on_set(model, theta0: modeling.Params, data: dict, lrs: jax.Array, key
     # The whole set each step needs no gather, whose transpose is a scatter-add per step.
     batch = data if idx is None else jax.tree_util.tree_map(lambda a: a[idx], data)
     p, batch = _embed_tokens(p, batch)
-    return modeling.loss_and_accuracy(model, modeling.merge(p, frozen), batch)[0]
+    return modeling.set_loss(model, modeling.merge(p, frozen), batch, spec.attention_weight)
 
   run = functools.partial(inner.unroll, loss_fn, tx=spec.tx, remat=spec.remat,
                           remat_policy=spec.remat_policy, scan_unroll=spec.scan_unroll, lr_index=lr_index,
@@ -135,4 +139,5 @@ def _embed_tokens(p: modeling.Params, batch: dict) -> tuple[modeling.Params, dic
     return p, batch
   p, rows = _pop_vocab_rows(p)
   embeds = jnp.einsum("blv,vh->blh", batch["token_probs"], rows.astype(batch["token_probs"].dtype))
-  return p, {"inputs_embeds": embeds, "attention_mask": batch["attention_mask"], "targets": batch["targets"]}
+  rest = {k: v for k, v in batch.items() if k not in ("token_probs", "token_vocab")}  # mask, targets, attention
+  return p, {**rest, "inputs_embeds": embeds}

@@ -122,14 +122,56 @@ def targets_of(batch: dict, num_labels: int) -> jax.Array:
   return jax.nn.one_hot(batch["labels"], num_labels)
 
 
+def _inputs(batch: dict) -> dict:
+  """The model's keyword arguments for a batch of token ids or of input embeddings (whichever it holds)."""
+  x = {"inputs_embeds": batch["inputs_embeds"]} if "inputs_embeds" in batch else {"input_ids": batch["input_ids"]}
+  return dict(x, attention_mask=batch["attention_mask"])
+
+
 def classify(model: bert.BertForSequenceClassification, params: Params, batch: dict,
              dropout_key: Optional[jax.Array] = None) -> jax.Array:
   """Logits for a batch of token ids or of input embeddings (whichever it holds)."""
-  kwargs = dict(attention_mask=batch["attention_mask"], deterministic=dropout_key is None)
   rngs = {} if dropout_key is None else {"dropout": dropout_key}
-  if "inputs_embeds" in batch:
-    return model.apply({"params": params}, inputs_embeds=batch["inputs_embeds"], rngs=rngs, **kwargs)
-  return model.apply({"params": params}, input_ids=batch["input_ids"], rngs=rngs, **kwargs)
+  return model.apply({"params": params}, rngs=rngs, deterministic=dropout_key is None, **_inputs(batch))
+
+
+def classify_with_attention(model: bert.BertForSequenceClassification, params: Params,
+                            batch: dict) -> tuple[jax.Array, jax.Array]:
+  """Logits and the [B, layers, heads, L, L] attention probabilities of the same forward pass (no dropout)."""
+  logits, state = model.apply({"params": params}, mutable="intermediates", **_inputs(batch))
+  return logits, bert.stacked_attention(state["intermediates"])
+
+
+def attention_of(model: bert.BertForSequenceClassification, params: Params, batch: dict) -> jax.Array:
+  """[B, layers, heads, L, L] attention probabilities of the encoder alone: a teacher's head plays no part."""
+  _, state = model.apply({"params": params}, method="encode", mutable="intermediates", **_inputs(batch))
+  return bert.stacked_attention(state["intermediates"])
+
+
+# Where `attention_kl` clamps probabilities (Maekawa et al. add the same 1e-12 inside their log).
+ATTENTION_FLOOR = 1e-12
+
+
+def attention_kl(targets: jax.Array, attention: jax.Array, mask: jax.Array) -> jax.Array:
+  """KL(targets ‖ attention) over the keys, averaged over examples, layers, heads and query positions.
+
+  Both are [B, layers, heads, L, L] distributions over the last (key) axis.
+  Padding is left out on both axes: its keys hold no mass and its queries'
+  outputs reach neither the [CLS] state nor the masked mean. Summed over keys
+  and averaged over the rest as Maekawa et al. 2023 do (their sets have no
+  padding). Probabilities below `ATTENTION_FLOOR` are read as it, so a 0 target
+  contributes exactly 0 and the log's first and second derivatives stay finite
+  (the meta-gradient differentiates the inner gradient once more; at the
+  smallest normal float, 1/p² overflows).
+  """
+  chex.assert_equal_shape([targets, attention])
+  chex.assert_shape(mask, (targets.shape[0], targets.shape[-1]))
+  log = lambda p: jnp.log(jnp.maximum(p, ATTENTION_FLOOR))
+  log_ratio = log(targets) - log(attention)
+  keys = mask[:, None, None, None, :] > 0
+  kl = jnp.sum(jnp.where(keys, targets * log_ratio, 0.0), axis=-1)  # [B, layers, heads, L queries]
+  queries = jnp.broadcast_to(mask[:, None, None, :] > 0, kl.shape)
+  return jnp.sum(jnp.where(queries, kl, 0.0)) / jnp.maximum(jnp.sum(queries), 1)
 
 
 def loss_and_accuracy(model: bert.BertForSequenceClassification, params: Params, batch: dict,
@@ -139,6 +181,17 @@ def loss_and_accuracy(model: bert.BertForSequenceClassification, params: Params,
   loss = soft_cross_entropy(logits, targets)
   acc = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
   return loss, acc
+
+
+def set_loss(model: bert.BertForSequenceClassification, params: Params, batch: dict,
+             attention_weight: float) -> jax.Array:
+  """The loss of a training step on a set: CE against its targets, plus λ·`attention_kl` to its
+  attention labels when it carries them (real data does not: its loss is the CE alone)."""
+  if "attention" not in batch:
+    return loss_and_accuracy(model, params, batch)[0]
+  logits, attention = classify_with_attention(model, params, batch)
+  ce = soft_cross_entropy(logits, targets_of(batch, logits.shape[-1]))
+  return ce + attention_weight * attention_kl(batch["attention"], attention, batch["attention_mask"])
 
 
 def accuracy(model: bert.BertForSequenceClassification, params: Params, split: "data.Split",

@@ -14,11 +14,16 @@ one it has.
   it through θ's own word table, so, unlike embeddings fed past the table, its
   steps train the table as real text does, and the data keeps one meaning
   under any θ0, fresh table or not.
+
+`WithAttention` adds learned attention labels (Maekawa et al. 2023) to a
+`Direct` or `Tokens` set: the set carries, per example, layer and head, a
+target attention distribution that the inner loss pulls the student toward.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import TYPE_CHECKING, Any, Optional
 
 import chex
@@ -27,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from distill_jax import data, modeling
+from distill_jax import checkpoint, data, modeling
 from distill_jax.errors import UserError
 
 if TYPE_CHECKING:
@@ -198,6 +203,44 @@ class Tokens:
             "targets": _targets(self.shape, static["labels"], params.get("labels"))}
 
 
+@dataclasses.dataclass(frozen=True)
+class WithAttention:
+  """A `Direct` or `Tokens` set plus learned attention labels (Maekawa et al. 2023).
+
+  `materialize` adds "attention" [M, layers, heads, L, L]: per example, layer,
+  head and query, a distribution over the keys, which `modeling.set_loss`
+  pulls the student's attention toward. Learned as logits read through a
+  softmax over the keys with padding keys at −∞ (`attention_targets`): any
+  Adam update leaves a valid distribution that puts nothing on padding, where
+  learned probabilities would need a projection back onto the simplex after
+  every step. They start as the log of a teacher's probabilities
+  (`attention_logits`), which the softmax gives back.
+  """
+
+  base: Any  # Direct | Tokens
+
+  @property
+  def shape(self) -> SetShape:
+    return self.base.shape
+
+  def materialize(self, params: dict, static: dict) -> dict:
+    rest = {k: v for k, v in params.items() if k != "attention"}
+    return {**self.base.materialize(rest, static), "attention": attention_targets(params["attention"], static["mask"])}
+
+
+def attention_logits(probs: jax.Array) -> jax.Array:
+  """Learned logits whose masked softmax is `probs` (zeros, e.g. on padding, clamped to the smallest normal)."""
+  return jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
+
+
+def attention_targets(logits: jax.Array, mask: jax.Array) -> jax.Array:
+  """[M, layers, heads, L, L] logits → distributions over the keys of `mask` [M, L] (the model's masking)."""
+  chex.assert_rank(logits, 5)
+  chex.assert_shape(mask, (logits.shape[0], logits.shape[-1]))
+  keys = mask[:, None, None, None, :] > 0
+  return jax.nn.softmax(jnp.where(keys, logits, jnp.finfo(logits.dtype).min), axis=-1)
+
+
 def num_learned_floats(params: dict) -> int:
   """Learned floats of a tree: of the data parametrisation alone (`storage_floats`), or with step sizes."""
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
@@ -297,6 +340,48 @@ def token_set(syn: Tokens, split: data.Split, n_per_class: int, k: int, seed: in
   return syn.init(ids, split.attention_mask[idx].reshape(ids.shape), split.labels[idx][::k], vocab)
 
 
+def _initial_rows(exp: "experiment.Experiment") -> np.ndarray:
+  """The training rows a set with `superpose=1` starts from (`token_set` draws the same ones)."""
+  cfg = exp.cfg
+  return data.sample_per_class(exp.train.labels, cfg.synthetic.n_per_class, exp.num_classes, cfg.seed)
+
+
+def attention_teacher(cfg) -> Optional[str]:
+  """What the attention labels started from, for results: a training workdir, "theta0", or None (no labels)."""
+  if not cfg.synthetic.attention_labels:
+    return None
+  return cfg.synthetic.attention_teacher or f"theta0 (init.kind={cfg.init.kind}, init.seed={cfg.init.seed})"
+
+
+def _teacher_params(exp: "experiment.Experiment") -> modeling.Params:
+  """`synthetic.attention_teacher`'s newest training checkpoint (a mode=train workdir), or θ0 at init.seed."""
+  theta0 = exp.init_fn(jax.random.PRNGKey(exp.cfg.init.seed))
+  path = exp.cfg.synthetic.attention_teacher
+  if not path:
+    return theta0
+  folder = os.path.join(path, "train_checkpoints")
+  mngr = checkpoint.manager(folder if os.path.isdir(folder) else path, create=False)
+  if not mngr.all_steps():
+    raise UserError(f"synthetic.attention_teacher={path} holds no training checkpoint (train_checkpoints/); "
+                    "pass the --workdir of a mode=train run")
+  saved = checkpoint.restore_state(mngr)
+  params = saved.get("params") if isinstance(saved, dict) else None
+  body = lambda p: jax.tree_util.tree_map(np.shape, {k: v for k, v in p.items() if k != "classifier"})
+  if params is None or body(params) != body(theta0):
+    raise UserError(f"synthetic.attention_teacher={path} is not a mode=train workdir of this model (its "
+                    "train_checkpoints/ hold other parameters); train the teacher with this run's --config.model.*")
+  return jax.tree_util.tree_map(jnp.asarray, params)
+
+
+def _teacher_attention(exp: "experiment.Experiment") -> jax.Array:
+  """[M, layers, heads, L, L]: the teacher's attention on the real examples the set starts from."""
+  idx = _initial_rows(exp)
+  logging.info("attention labels: the attention of %s on the set's initial examples", attention_teacher(exp.cfg))
+  batch = dict(input_ids=jnp.asarray(exp.train.input_ids[idx]),
+               attention_mask=jnp.asarray(exp.train.attention_mask[idx]))
+  return jax.jit(modeling.attention_of, static_argnums=0)(exp.model, _teacher_params(exp), batch)
+
+
 def initial_set(exp: "experiment.Experiment") -> tuple[Any, dict, dict]:
   """The parametrisation, its initial learned params (data + raw step sizes) and static arrays."""
   cfg = exp.cfg
@@ -311,8 +396,10 @@ def initial_set(exp: "experiment.Experiment") -> tuple[Any, dict, dict]:
     params, static = token_set(syn, exp.train, cfg.synthetic.n_per_class, cfg.synthetic.superpose, cfg.seed,
                                cfg.synthetic.vocab_size)
   else:
-    idx = data.sample_per_class(exp.train.labels, cfg.synthetic.n_per_class, c, cfg.seed)
+    idx = _initial_rows(exp)
     params, static = syn.init(*_initial_embeddings(exp, idx, shape), exp.train.labels[idx])
+  if cfg.synthetic.attention_labels:
+    syn, params = WithAttention(syn), {**params, "attention": attention_logits(_teacher_attention(exp))}
   lr = init_step_sizes(cfg.inner.lr, cfg.inner.steps, cfg.inner.lr_param)
   if cfg.inner.lr_groups != "global":  # [T, G]: only then is the parameter tree's shape needed
     groups = modeling.lr_groups(jax.eval_shape(exp.init_fn, jax.random.PRNGKey(0)), cfg.inner.lr_groups)

@@ -7,9 +7,10 @@ labels and one learned learning rate per inner step ([T], or [T, G] for one per
 module group). Training replays distillation's inner loop: step t feeds the
 inputs (embeddings as `inputs_embeds`; token distributions through the model's
 own word table), takes the soft-label cross-entropy and applies the config's
-inner optimizer (momentum SGD, or Adam) with learning rate lr[t]. Dropout is
-off, as in the inner loop. Needs torch and transformers; distill_jax itself
-never imports torch.
+inner optimizer (momentum SGD, or Adam) with learning rate lr[t]. A set with
+attention labels adds λ·KL(labels ‖ the model's attention), as the inner loss
+does (`distill_jax.modeling.attention_kl`). Dropout is off, as in the inner
+loop. Needs torch and transformers; distill_jax itself never imports torch.
 """
 
 from __future__ import annotations
@@ -32,16 +33,18 @@ def build_model(distilled: dict) -> transformers.BertForSequenceClassification:
   """A model drawn as distill_jax draws θ0 (`init.kind`): fresh (HF's init is the same N(0, 0.02) rule),
   or the `model.pretrained` checkpoint's body with a fresh classifier."""
   config, num_labels = distilled["config"], len(distilled["label_names"])
-  no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  settings = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  if "attention" in distilled:  # the KL needs attention probabilities, which only eager attention returns
+    settings.update(attn_implementation="eager", output_attentions=True)
   if config.get("init", {}).get("kind") == "pretrained":
     model = transformers.BertForSequenceClassification.from_pretrained(
-        config["model"]["pretrained"], num_labels=num_labels, **no_dropout)
+        config["model"]["pretrained"], num_labels=num_labels, **settings)
     torch.nn.init.normal_(model.classifier.weight, std=model.config.initializer_range)
     torch.nn.init.zeros_(model.classifier.bias)
     return model
   shape = distilled["model_config"] or BERT_TINY
   return transformers.BertForSequenceClassification(
-      transformers.BertConfig(**{**shape, "num_labels": num_labels, **no_dropout}))
+      transformers.BertConfig(**{**shape, "num_labels": num_labels, **settings}))
 
 
 def group_of(name: str) -> str:
@@ -66,14 +69,24 @@ def optimizer(model: torch.nn.Module, inner: dict, num_groups: int) -> torch.opt
 
 
 def logits(model: transformers.BertForSequenceClassification, embeds: torch.Tensor, mask: torch.Tensor,
-           pooling: str) -> torch.Tensor:
-  """BERT's [CLS] pooler, or the masked mean of the final states (`model.pooling="mean"`) through it."""
+           pooling: str) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+  """BERT's [CLS] pooler, or the masked mean of the final states (`model.pooling="mean"`) through it;
+  and each layer's attention probabilities when the model returns them (`output_attentions`)."""
+  out = model.bert(inputs_embeds=embeds, attention_mask=mask)
   if pooling == "cls":
-    return model(inputs_embeds=embeds, attention_mask=mask).logits
-  states = model.bert(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-  m = mask[..., None].to(states.dtype)
-  mean = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
-  return model.classifier(torch.tanh(model.bert.pooler.dense(mean)))
+    pooled = out.pooler_output
+  else:
+    m = mask[..., None].to(out.last_hidden_state.dtype)
+    mean = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1.0)
+    pooled = torch.tanh(model.bert.pooler.dense(mean))
+  return model.classifier(pooled), out.attentions or ()
+
+
+def attention_kl(targets: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+  """KL(targets ‖ attention) over the keys, averaged over examples, layers, heads and real queries."""
+  log = lambda p: p.clamp(min=1e-12).log()  # distill_jax.modeling.ATTENTION_FLOOR
+  kl = torch.where(mask[:, None, None, None, :] > 0, targets * (log(targets) - log(attention)), 0.0).sum(-1)
+  return kl[(mask[:, None, None, :] > 0).expand_as(kl)].mean()
 
 
 def train(set_path: str, steps: Optional[int] = None, seed: int = 0,
@@ -96,8 +109,12 @@ def train(set_path: str, steps: Optional[int] = None, seed: int = 0,
       embeds = torch.as_tensor(distilled["token_probs"])[idx] @ table
     else:
       embeds = torch.as_tensor(distilled["inputs_embeds"])[idx]
-    out = logits(model, embeds, mask[idx], pooling)
-    return -(targets[idx] * out.log_softmax(-1)).sum(-1).mean()
+    out, attentions = logits(model, embeds, mask[idx], pooling)
+    loss = -(targets[idx] * out.log_softmax(-1)).sum(-1).mean()
+    if "attention" in distilled:
+      labels = torch.as_tensor(distilled["attention"])[idx]
+      loss = loss + inner.get("attention_weight", 1.0) * attention_kl(labels, torch.stack(attentions, 1), mask[idx])
+    return loss
 
   losses = []
   for lr in lrs:

@@ -58,6 +58,25 @@ def test_validate_rejects_impossible_values_in_one_line(key, value, message):
   assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("overrides,message", [
+    ({"inner.attention_weight": -1.0}, "inner.attention_weight must be a finite number >= 0"),
+    ({"synthetic.attention_labels": True, "synthetic.kind": "addressable", "synthetic.num_bases": 2},
+     "synthetic.attention_labels needs --config.synthetic.kind=direct or tokens"),
+    ({"synthetic.attention_labels": True, "synthetic.init": "random"}, "use --config.synthetic.init=real"),
+    ({"synthetic.attention_labels": True, "synthetic.kind": "tokens", "synthetic.superpose": 3},
+     "synthetic.attention_labels needs --config.synthetic.superpose=1"),
+    ({"synthetic.attention_teacher": "runs/teacher"}, "synthetic.attention_teacher needs "
+     "--config.synthetic.attention_labels=True"),
+    ({"synthetic.attention_labels": True, "synthetic.attention_teacher": "/no/such/run"},
+     "synthetic.attention_teacher='/no/such/run' is not a directory; pass the --workdir of a mode=train run"),
+])
+def test_attention_label_settings_that_cannot_work_are_one_line_errors(overrides, message):
+  from distill_jax import experiment
+  with pytest.raises(UserError, match=message) as e:
+    config.validate(experiment.with_overrides(paper.get_config("sst2"), overrides))
+  assert "\n" not in str(e.value)
+
+
 def test_every_shipped_config_validates():
   from configs import addressable, agnews, imdb, minilm, recipes, remedies, rotten_tomatoes, sst2, trec
   configs = [default.get_config(), minilm.get_config(), addressable.get_config("ag_news")]

@@ -195,6 +195,45 @@ def test_sparse_superposed_sets_distil_and_evaluate_from_their_candidates(tmp_pa
   assert r["storage_floats"] == 4 * 16 * 3 and r["distilled"]["n"] == 2 and r["outer_steps"] == 4
 
 
+def test_attention_labels_start_from_a_trained_teacher_distil_and_evaluate(tmp_path):
+  from distill_jax import modeling
+  teacher = str(tmp_path / "teacher")
+  main.run(tiny_cli_config(tmp_path, mode="train"), teacher)
+  over = {"synthetic.attention_labels": True, "synthetic.attention_teacher": teacher, "inner.attention_weight": 0.5,
+          "outer.steps": 2}
+  exp = experiment.setup(tiny_cli_config(tmp_path, **over))
+  syn, learned, static = synthetic.initial_set(exp)
+  assert isinstance(syn, synthetic.WithAttention)
+  # The labels start as the teacher's attention on the real rows the set starts from, not θ0's.
+  rows = data.sample_per_class(exp.train.labels, 2, 2, exp.cfg.seed)
+  batch = dict(input_ids=exp.train.input_ids[rows], attention_mask=exp.train.attention_mask[rows])
+  params = checkpoint.restore_state(checkpoint.manager(os.path.join(teacher, "train_checkpoints"), create=False))
+  start = syn.materialize(learned["data"], static)["attention"]
+  assert start.shape == (4, 2, 2, 16, 16)  # BERT-Tiny: 2 layers, 2 heads; max_len 16
+  np.testing.assert_allclose(start, modeling.attention_of(exp.model, params["params"], batch), atol=1e-6)
+  assert np.abs(start - modeling.attention_of(exp.model, exp.init_fn(jax.random.PRNGKey(0)), batch)).max() > 1e-3
+  result = main.run(tiny_cli_config(tmp_path, **over), str(tmp_path / "run"))
+  assert result["attention_teacher"] == teacher
+  z = _learned(str(tmp_path / "run"))["state"]["learned"]["data"]["attention"]
+  assert np.abs(np.asarray(z) - np.asarray(learned["data"]["attention"])).max() > 0  # learned
+  evaluation = {"mode": "evaluate", "evaluate.baselines": False, "evaluate.ceiling_batch_size": 0}
+  r = main.run(tiny_cli_config(tmp_path, **evaluation, **{"evaluate.checkpoint": str(tmp_path / "run")}),
+               str(tmp_path / "eval"))
+  assert r["attention_teacher"] == teacher and r["attention_weight"] == 0.5
+  assert r["storage_floats"] == 4 * 16 * 128 + 4 * 2 * 2 * 16 * 16  # the embeddings and the attention labels
+  assert r["distilled"]["n"] == 2 and len(r["decoded_cosine"]["texts"]) == 4
+  exported = str(tmp_path / "run" / "distilled")
+  assert distill_jax.load_distilled(exported)["attention"].shape == (4, 2, 2, 16, 16)
+  again = main.run(tiny_cli_config(tmp_path, **evaluation, **{"evaluate.checkpoint": exported,
+                                                              "evaluate.decode": False}), str(tmp_path / "eval2"))
+  assert again["distilled"]["accs"] == r["distilled"]["accs"]  # trained with the same KL term
+  with pytest.raises(UserError, match="written with synthetic.attention_labels=True"):
+    main.run(tiny_cli_config(tmp_path, **{"outer.steps": 3}), str(tmp_path / "run"))
+  with pytest.raises(UserError, match="holds no training checkpoint"):  # a distillation is not a teacher
+    synthetic.initial_set(experiment.setup(tiny_cli_config(
+        tmp_path, **{**over, "synthetic.attention_teacher": str(tmp_path / "run" / "distilled")})))
+
+
 def test_checkpoints_written_before_the_config_was_grouped_still_evaluate_and_resume(tmp_path):
   main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
   flat = {"data": "dataset data_dir vocab cache_dir train_split eval_split max_len train_limit eval_limit",
@@ -204,6 +243,8 @@ def test_checkpoints_written_before_the_config_was_grouped_still_evaluate_and_re
     for group, keys in flat.items():  # the layout of older releases: these keys at the top level
       for key in keys.split():
         saved["inner_steps" if key == "steps" else key] = saved[group].pop(key)
+    del saved["synthetic"]["attention_labels"], saved["synthetic"]["attention_teacher"]  # nor these keys
+    del saved["inner"]["attention_weight"]
     meta.write_text(json.dumps(saved))
   evaluation = tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": str(tmp_path / "run"),
                                                              "evaluate.baselines": False,

@@ -52,6 +52,13 @@ def _tokens_set(num_classes: int = 2) -> dict:
   return syn.materialize(params, static)
 
 
+def _attention_set() -> dict:
+  """`_direct_set` with attention labels of 1 layer × 2 heads (`synthetic.WithAttention.materialize`)."""
+  arrays = _direct_set()
+  logits = jax.random.normal(jax.random.PRNGKey(2), (M, 1, 2, L, L))
+  return {**arrays, "attention": synthetic.attention_targets(logits, jnp.asarray(arrays["attention_mask"]))}
+
+
 def _save(directory, arrays: dict, lrs=None, config: dict = CONFIG, **kw) -> str:
   lrs = np.linspace(0.05, 0.02, T, dtype=np.float32) if lrs is None else lrs
   names = [f"class{c}" for c in range(arrays["targets"].shape[1])]
@@ -102,6 +109,21 @@ def test_a_tokens_set_round_trips_and_replaces_an_older_export(tmp_path):
   np.testing.assert_array_equal(got["step_sizes"], lrs)
   assert got["config"]["synthetic"]["kind"] == "tokens"
   assert all("text" not in line for line in _lines(tmp_path)) and len(_lines(tmp_path)) == M
+
+
+def test_attention_labels_round_trip_and_mark_the_format_version(tmp_path):
+  from safetensors import safe_open
+  arrays = _direct_set()
+  attention = _attention_set()["attention"]
+  got = export.load_distilled(_save(tmp_path / "with", {**arrays, "attention": attention}))
+  np.testing.assert_array_equal(got["attention"], np.asarray(attention))
+  assert got["attention"].dtype == np.float32 and got["inputs"] == "embeddings"
+  version = lambda d: int(safe_open(os.path.join(d, export.SET_FILE), "numpy").metadata()["format_version"])
+  assert version(tmp_path / "with") == 2  # older readers, which would train without the KL, refuse it
+  assert version(_save(tmp_path / "without", arrays)) == 1 and "attention" not in export.load_distilled(
+      str(tmp_path / "without"))
+  with pytest.raises(ValueError, match="attention"):
+    _save(tmp_path / "bad", {**arrays, "attention": attention[:, :, :, :3]})
 
 
 def test_a_missing_path_is_a_one_line_user_error(tmp_path):
@@ -219,19 +241,20 @@ def test_the_torch_example_reports_a_bad_path_in_one_line(tmp_path):
 @pytest.mark.parametrize("make_set,optimizer,groups,pooling", [
     (_direct_set, "sgd", 4, "mean"),  # [T, G] step sizes: embeddings, layer_0, pooler, classifier
     (_tokens_set, "adam", 1, "cls"),  # the word table trains through the token distributions
+    (_attention_set, "sgd", 1, "cls"),  # + λ·KL to the attention labels
 ])
 def test_the_torch_example_replays_the_inner_loop(tmp_path, make_set, optimizer, groups, pooling):
   """From the same θ0, its losses are the ones `fit.train_on_set` computes: the recipe is the same."""
   import torch
   arrays = make_set()
   lrs = jnp.asarray(np.random.default_rng(0).uniform(0.01, 0.05, (T, groups) if groups > 1 else (T,)), jnp.float32)
-  config = {**CONFIG, "inner": {"optimizer": optimizer, "momentum": 0.8, "adam_eps": 1e-6, "batch_size": 0},
-            "model": {"pooling": pooling}}
+  config = {**CONFIG, "inner": {"optimizer": optimizer, "momentum": 0.8, "adam_eps": 1e-6, "batch_size": 0,
+                                "attention_weight": 0.7}, "model": {"pooling": pooling}}
   directory = _save(tmp_path, arrays, lrs, config=config)
   model = bert.BertForSequenceClassification(TINY, pooling=pooling)
   theta0 = bert.init_params(model, jax.random.PRNGKey(3))
   spec = fit.InnerSpec(steps=T, batch_size=0, lr_param="softplus", remat=False,
-                      tx=inner.direction(optimizer, momentum=0.8, eps=1e-6))
+                      tx=inner.direction(optimizer, momentum=0.8, eps=1e-6), attention_weight=0.7)
   theta_t, jax_losses = fit.train_on_set(model, theta0, arrays, lrs, jax.random.PRNGKey(0), spec)
   example = _example()
   torch_model = example.build_model(export.load_distilled(directory))

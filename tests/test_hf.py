@@ -96,6 +96,28 @@ def test_mean_pooling_matches_transformers_states(tiny_params):
   np.testing.assert_allclose(np.asarray(again), np.asarray(ours), atol=1e-6, rtol=0)
 
 
+def test_attention_probabilities_match_transformers(tiny_params):
+  """The "intermediates" every layer sows are HF's `output_attentions` (eager attention: the masked softmax)."""
+  from distill_jax import modeling
+  ids, mask = _batch(TINY.vocab_size)
+  model = bert.BertForSequenceClassification(TINY)
+  batch = dict(input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask))
+  logits, ours = modeling.classify_with_attention(model, tiny_params, batch)
+  hf_model = transformers.BertForSequenceClassification(
+      transformers.BertConfig(**TINY.to_dict(), attn_implementation="eager"))
+  hf_model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in hf.to_hf_state_dict(tiny_params).items()})
+  with torch.no_grad():
+    out = hf_model.eval()(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long(),
+                          output_attentions=True)
+  theirs = torch.stack(out.attentions, dim=1).numpy()
+  assert ours.shape == theirs.shape == (3, TINY.num_hidden_layers, TINY.num_attention_heads, 16, 16)
+  np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-6, rtol=0)
+  assert np.all(np.asarray(ours)[np.broadcast_to(mask[:, None, None, None, :] == 0, ours.shape)] == 0)  # padding
+  # Asking for them changes nothing else, and the encoder alone gives the same.
+  np.testing.assert_array_equal(np.asarray(logits), np.asarray(modeling.classify(model, tiny_params, batch)))
+  np.testing.assert_array_equal(np.asarray(modeling.attention_of(model, tiny_params, batch)), np.asarray(ours))
+
+
 def test_inputs_embeds_matches_ids(tiny_params):
   ids, mask = _batch(TINY.vocab_size)
   model = bert.BertForSequenceClassification(TINY)

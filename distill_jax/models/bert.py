@@ -119,6 +119,10 @@ class _DenseParams(nn.Module):
             self.param("bias", nn.initializers.zeros_init(), self.shape[1:]))
 
 
+# Name of the attention probabilities each `SelfAttention` sows into the "intermediates" collection.
+ATTENTION = "attention_probs"
+
+
 class SelfAttention(nn.Module):
   config: BertConfig
   dtype: Any = jnp.float32
@@ -145,6 +149,9 @@ class SelfAttention(nn.Module):
     scores = jnp.where(mask[:, None, None, :] > 0, scores, big_neg)
     # Softmax in at least float32 (bf16 logits lose too much), in float64 when asked.
     probs = jax.nn.softmax(scores.astype(jnp.promote_types(self.dtype, jnp.float32)), axis=-1)
+    # [B, heads, L, L] before dropout, kept only when "intermediates" is mutable (`attention_probs`):
+    # otherwise `sow` is a no-op, so the forward pass is the same with or without attention labels.
+    self.sow("intermediates", ATTENTION, probs)
     probs = probs.astype(self.dtype)
     probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
     ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b * l, heads, head_dim)
@@ -238,6 +245,13 @@ class BertForSequenceClassification(nn.Module):
     pooled = jnp.tanh(self.pooler(pool(x, attention_mask, self.pooling)))
     logits = self.classifier(self.dropout(pooled, deterministic=deterministic))
     return logits.astype(jnp.promote_types(self.dtype, jnp.float32))
+
+
+def stacked_attention(intermediates: dict) -> jax.Array:
+  """[B, layers, heads, L, L] attention probabilities from the "intermediates" of a
+  `mutable="intermediates"` apply (HF's `output_attentions`, stacked over layers)."""
+  layers = sorted((k for k in intermediates if k.startswith("layer_")), key=lambda k: int(k[len("layer_"):]))
+  return jnp.stack([intermediates[k]["attention"][ATTENTION][0] for k in layers], axis=1)
 
 
 def init_params(model: BertForSequenceClassification, key: jax.Array, seq_len: int = 8) -> dict:
