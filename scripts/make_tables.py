@@ -154,9 +154,32 @@ def budgets_table() -> str:
   for name, r in runs.items():
     st, eq = r["storage"], r.get("equal_storage_subset", {})
     peak = r.get("distill_peak_rss_mib")
-    rows.append(f"| `{name}` | {r['distilled']['n']} | {r['outer_steps']} | {r['distill_seconds'] / 60:.1f} | "
+    minutes = distill_minutes(r)
+    rows.append(f"| `{name}` | {r['distilled']['n']} | {r['outer_steps']} | {f'{minutes:.1f}' if minutes else '—'} | "
                 f"{f'{peak:,.0f}' if peak else '—'} | {st['floats']:,} | {st['bytes']:,} | {st['ratio']:.2%} | "
                 f"{eq.get('n_examples', '—')} | {r.get('distill_host') or r['host']} |")
+  return with_commands(rows, runs)
+
+
+def attention_table() -> str:
+  """results/attention/<run>.json (attention labels) against results/budgets/<run>.json (the same recipe without)."""
+  runs = load("attention/*.json")
+  if not runs:
+    return "Not measured yet."
+  rows = ["| dataset | n/class | outer steps | without attention labels | with attention labels | gain, points | "
+          "% of full (without → with) | teacher | λ | learned floats (without → with) |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+  for name, r in runs.items():
+    base = load(f"budgets/{name}.json").get(name)
+    f, mark = reference("minilm", r["dataset"])
+    share = lambda x: f"{100 * x['distilled']['mean'] / f:.0f}%" if f and x else "—"
+    gain = f"{100 * (r['distilled']['mean'] - base['distilled']['mean']):+.2f}" if base else "—"
+    floats = f"{base['storage']['floats']:,} → " if base else ""
+    rows.append(f"| {NAMES[r['dataset']]} | {r['n_per_class']} | {r['outer_steps']} | "
+                f"{mean_std(base['distilled']) if base else 'not measured'} | {mean_std(r['distilled'])} | {gain} | "
+                f"{share(base)} → {share(r)} (full {pct(f) if f else '—'}{mark}) | "
+                f"{r.get('attention_teacher') or 'θ0'} | {r.get('attention_weight', '—')} | "
+                f"{floats}{r['storage']['floats']:,} |")
   return with_commands(rows, runs)
 
 
@@ -378,7 +401,7 @@ def benchmark_table() -> str:
 
 
 TABLES = {"quickstart": quickstart, "recipes": recipes_table, "references": references_table,
-          "budgets": budgets_table, "faults": faults_table, "table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
+          "budgets": budgets_table, "attention": attention_table, "faults": faults_table, "table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
           "pooling": pooling_table, "coverage": coverage_table,
           "remedies": remedies_table, "sensitivity": sensitivity_table,
           "addressable": addressable_table, "benchmark": benchmark_table}
