@@ -158,7 +158,9 @@ def budgets_table() -> str:
     rows.append(f"| `{name}` | {r['distilled']['n']} | {r['outer_steps']} | {f'{minutes:.1f}' if minutes else '—'} | "
                 f"{f'{peak:,.0f}' if peak else '—'} | {st['floats']:,} | {st['bytes']:,} | {st['ratio']:.2%} | "
                 f"{eq.get('n_examples', '—')} | {r.get('distill_host') or r['host']} |")
-  return with_commands(rows, runs)
+  # A set evaluated here but distilled by an earlier measured run: that run's file holds its distillation command.
+  earlier = lambda r: f" (the set: `{r['distilled_by']}`)" if r.get("distilled_by") else ""
+  return with_commands(rows, runs, suffix=earlier)
 
 
 def attention_table() -> str:
