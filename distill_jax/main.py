@@ -129,7 +129,7 @@ class _QuietLibraries(pylogging.Filter):
   """Orbax logs every file rename at INFO and JAX its search for a TPU; keep our progress lines readable."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
-    if ("orbax" in record.pathname and record.exc_info) or record.getMessage() == "Task exception was never retrieved":
+    if ("orbax" in record.pathname and record.exc_info) or record.getMessage().startswith("Task exception was never retrieved"):
       return False  # a failed save's tracebacks from Orbax's threads: checkpoint.save reports it in one line
     noisy = "orbax" in record.pathname or record.pathname.endswith("xla_bridge.py")
     return record.levelno >= pylogging.WARNING or not noisy
