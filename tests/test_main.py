@@ -92,3 +92,15 @@ def test_missing_config_file_and_unwritable_workdir(tmp_path):
   (tmp_path / "file").write_text("x")
   r = cli(tmp_path, f"--workdir={tmp_path}/file/sub")
   assert r.returncode == 2 and "pass a writable --workdir" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_failed_saves_unretrieved_task_is_kept_off_stderr():
+  # asyncio logs the task on further lines of the same record; collected at exit it reaches the
+  # last-resort handler, so the logger itself must drop it (tests/test_faults.py's real full disk).
+  import logging
+  from distill_jax import main
+  record = logging.LogRecord("asyncio", logging.ERROR, "/lib/asyncio/base_events.py", 1,
+                             "Task exception was never retrieved\nfuture: <Task finished ...>", None, None)
+  assert not main._QuietLibraries().filter(record)
+  main.quiet_logging()
+  assert not logging.getLogger("asyncio").filter(record)
