@@ -138,11 +138,11 @@ class _QuietLibraries(pylogging.Filter):
 def quiet_logging() -> None:
   """Time-stamped one-line messages without absl's thread and file prefix; library chatter off."""
   handler = logging.get_absl_handler()
-  handler.addFilter(_QuietLibraries())
   # Also on the loggers themselves: a failed save's tasks can be collected at exit, after absl's handler is
   # gone, when logging falls back to its last-resort handler, which no handler filter reaches.
-  for name in ("asyncio", "absl"):
-    pylogging.getLogger(name).addFilter(_QuietLibraries())
+  for target in (handler, pylogging.getLogger("asyncio"), pylogging.getLogger("absl")):
+    if not any(isinstance(f, _QuietLibraries) for f in target.filters):  # once, however often main runs
+      target.addFilter(_QuietLibraries())
   handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
 
 
