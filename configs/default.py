@@ -25,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.max_len = 64
   c.data.train_limit = 0  # use only N random rows (0 = all): for tests and smoke runs
   c.data.eval_limit = 0
+  # Random training rows held out from all learning (distillation, baselines, full-data training): they pick
+  # the full-data model's epoch, the baselines' step sizes and show distillation's progress. Never the eval split.
+  c.data.holdout_rows = 1000
 
   c.model = ml_collections.ConfigDict()
   c.model.size = "tiny"  # tiny | mini | small | medium | base | minilm-l6 (ignored with `pretrained`)
@@ -55,7 +58,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 32
   c.train.epochs = 3
   c.train.patience = 2  # epochs without a held-out gain before stopping
-  c.train.holdout_rows = 1000  # random training rows held out to pick the epoch (never the eval split)
   c.train.eval_batch_size = 256
   c.train.chunk_steps = 100  # optimizer steps per jitted scan between progress lines
 
@@ -114,9 +116,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.outer.real_batch_size = 64
   c.outer.inits_per_step = 1
   c.outer.warmup_steps = 0  # linear warm-up of both outer learning rates
-  c.outer.eval_every = 0  # evaluate the set on the eval split every k steps (0 = only in mode=evaluate)
+  c.outer.eval_every = 0  # score the set on held-out training rows every k steps (0 = never)
   c.outer.eval_seeds = 2
-  c.outer.eval_rows = 500  # eval rows used by those periodic checks
+  c.outer.eval_rows = 500  # held-out rows (data.holdout_rows) used by those periodic checks
   c.outer.log_every = 10
   c.outer.checkpoint_every = 50
 
@@ -140,7 +142,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.equal_storage = False
   c.evaluate.equal_storage_batch_size = 256  # its inner minibatch when inner.batch_size=0 and it has more rows
   c.evaluate.lr_grid = (0.001, 0.003, 0.01, 0.03, 0.1)
-  c.evaluate.tune_rows = 1000  # held-out training rows used to tune the baseline's step size
   c.evaluate.ceiling_batch_size = 64  # real-data T-step ceiling with this minibatch (0 = skip)
   c.evaluate.decode = True  # nearest-token decoding of the synthetic set, evaluated as a training set
   c.evaluate.batch_size = 256

@@ -9,8 +9,10 @@
   (distributions over candidate tokens), mean pooling, thirty differentiable
   Adam steps.
 
-Outer-step budgets are where the held-out checks stopped rising (docs/results.md;
+Outer-step budgets are where the periodic checks stopped rising (docs/results.md;
 AG News is at its plateau by 50 steps, which keeps the quick start under ten minutes).
+Those checks scored 500 eval-split rows until data.holdout_rows existed; they now
+score held-out training rows, which distillation never learns from.
 After distilling, the set is evaluated against real subsets of the same size
 (random, k-center, herding), a random real subset of the same storage and the
 real-data ceiling (`evaluate.after_distill`).

@@ -138,7 +138,7 @@ def check_resumable(cfg: ml_collections.ConfigDict, workdir: str) -> None:
 
 def distill_and_save(exp, workdir: str) -> dict:
   """Runs (or resumes) distillation, checkpointing every `outer.checkpoint_every` steps and
-  evaluating the set every `outer.eval_every` steps (logged as `eval_accuracy`).
+  scoring the set on held-out training rows every `outer.eval_every` steps (`holdout_accuracy`).
 
   Ctrl-C or SIGTERM finish the current step, save it and stop (`signals`);
   a non-finite step is never saved.
@@ -188,8 +188,8 @@ def distill_and_save(exp, workdir: str) -> dict:
         writer.write(done, **m, seconds=time.perf_counter() - t0)
       if evaluator is not None and (done % cfg.outer.eval_every == 0 or done == cfg.outer.steps):
         acc = evaluator(state["learned"], static)
-        logging.info("outer step %d: eval accuracy %.4f", done, acc)
-        writer.write(done, eval_accuracy=acc)
+        logging.info("outer step %d: held-out accuracy %.4f", done, acc)
+        writer.write(done, holdout_accuracy=acc)
       if done % cfg.outer.checkpoint_every == 0 or done == cfg.outer.steps or signals.pending():
         checkpoint.save(mngr, done, dict(state=state, static=static), cfg.to_dict())
         saved_at = done

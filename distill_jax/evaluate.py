@@ -151,10 +151,12 @@ def equal_storage_subset(exp, spec: fit.InnerSpec, pool: np.ndarray, tune: data.
 
 
 def make_progress_evaluator(exp, spec: fit.InnerSpec, syn) -> Callable[[dict, dict], float]:
-  """Mean accuracy of `outer.eval_seeds` fresh models on the first `outer.eval_rows` eval rows."""
+  """Mean accuracy of `outer.eval_seeds` fresh models on `outer.eval_rows` held-out training rows.
+
+  Held-out, not the eval split: these curves choose outer-step budgets.
+  """
   o = exp.cfg.outer
-  pick = np.random.default_rng(0).permutation(len(exp.eval))[:o.eval_rows]  # files may be sorted by label
-  rows = exp.eval.subset(np.sort(pick))
+  rows = exp.holdout.subset(np.arange(min(o.eval_rows, len(exp.holdout))))  # already a random draw
 
   def evaluator(learned, static):
     lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
@@ -266,10 +268,8 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                 storage=synthetic.storage(stored, exp.train.attention_mask))
   result["distilled"] = summary(run(data_arrays=syn_data, lrs=lrs))
   logging.info("distilled: %.4f ± %.4f", result["distilled"]["mean"], result["distilled"]["std"])
-  # Random held-out training rows tune the baselines' step sizes (files may be sorted by label).
-  perm = np.random.default_rng(cfg.seed).permutation(len(exp.train))
-  n_tune = min(e.tune_rows, len(exp.train) // 2)
-  tune, pool = exp.train.subset(np.sort(perm[:n_tune])), np.sort(perm[n_tune:])
+  # The held-out training rows tune the baselines' step sizes; they choose among the rows the set was made from.
+  tune, pool = exp.holdout, np.arange(len(exp.train))
   if e.baselines:
     # The set as it started (outer step 0, step sizes inner.lr): what distillation itself added.
     result["initial_set"] = summary(run(data_arrays=syn.materialize(start["data"], start_static),
@@ -279,7 +279,7 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
   if e.equal_storage:
     result["equal_storage_subset"] = equal_storage_subset(exp, spec, pool, tune, result["storage"]["bytes"])
   if e.ceiling_batch_size:
-    result["real_ceiling"] = real_ceiling(exp.model, exp.init_fn, exp.train.subset(pool), exp.num_classes, spec,
+    result["real_ceiling"] = real_ceiling(exp.model, exp.init_fn, exp.train, exp.num_classes, spec,
                                           tune, exp.eval, tuple(e.lr_grid), e.seeds, e.ceiling_batch_size,
                                           e.batch_size)
     logging.info("real-data ceiling (T=%d, batch %d): %.4f ± %.4f", spec.steps, e.ceiling_batch_size,

@@ -18,7 +18,8 @@ from distill_jax.models import bert
 class Experiment:
   cfg: ml_collections.ConfigDict
   spec: data.DatasetSpec
-  train: data.Split
+  train: data.Split  # the rows every method learns from
+  holdout: data.Split  # training rows held out from all learning: every choice is made on them
   eval: data.Split
   model: bert.BertForSequenceClassification
   init_fn: Callable[[jax.Array], modeling.Params]
@@ -67,8 +68,9 @@ def setup(cfg: ml_collections.ConfigDict) -> Experiment:
   spec = data.get_spec(d.dataset)
   kw = dict(max_len=d.max_len, data_dir=d.data_dir or None, vocab=d.vocab or None, cache_dir=d.cache_dir or None)
   train = _random_rows(data.load_split(d.dataset, d.train_split or spec.train_split, **kw), d.train_limit, cfg.seed)
+  train, held = data.holdout(train, d.holdout_rows, cfg.seed)
   evals = _random_rows(data.load_split(d.dataset, d.eval_split or spec.eval_split, **kw), d.eval_limit, cfg.seed)
   pre_config, pretrained = load_pretrained(cfg, spec.num_classes)
   model = modeling.build_model(cfg, spec.num_classes, pre_config)
   init_fn = modeling.make_init_fn(model, cfg.init, pretrained)
-  return Experiment(cfg, spec, train, evals, model, init_fn, pretrained)
+  return Experiment(cfg, spec, train, held, evals, model, init_fn, pretrained)

@@ -180,7 +180,7 @@ def summary_lines(result: dict, workdir: str, config_file: str) -> list[str]:
   """What a run achieved and where its files are, in three lines."""
   pct = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}%"
   if result["mode"] == "distill":
-    acc = metrics.last(workdir, "eval_accuracy")
+    acc = metrics.last(workdir, "holdout_accuracy")
     held = f"; held-out accuracy {100 * acc:.2f}% (outer.eval_seeds models)" if acc is not None else ""
     lines = [f"distilled {result['steps']} outer steps in {result['seconds'] / 60:.1f} min{held}",
              f"set: {result['exported']} (set.safetensors, set.jsonl); checkpoints: {workdir}/checkpoints"]

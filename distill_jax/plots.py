@@ -62,6 +62,12 @@ def add_baselines(ax, num_classes: int, eval_labels: Optional[np.ndarray] = None
                label=f"majority class of {dataset + ' ' if dataset else 'the '}{split} ({100 * rate:.1f}%)")
 
 
+def progress_accuracy(record: dict) -> Optional[float]:
+  """Distillation's periodic check: `holdout_accuracy`, or `eval_accuracy` in logs from before it moved off
+  the eval split."""
+  return record.get("holdout_accuracy", record.get("eval_accuracy"))
+
+
 def plot_curves(records: list[dict], num_classes: int, eval_labels: Optional[np.ndarray] = None) -> plt.Figure:
   """Meta-loss and accuracies vs outer step (`metrics.jsonl` records), accuracies against chance and, given the
   eval split's labels, its majority class."""
@@ -71,9 +77,9 @@ def plot_curves(records: list[dict], num_classes: int, eval_labels: Optional[np.
   ax[0].plot(steps, [r["inner_loss_last"] for r in records if "meta_loss" in r], label="inner loss at step T")
   ax[0].set_xlabel("outer step"), ax[0].set_ylabel("cross-entropy"), ax[0].legend()
   ax[1].plot(steps, [r["meta_acc"] for r in records if "meta_loss" in r], label="θT on the real batch")
-  evals = [r for r in records if "eval_accuracy" in r]
+  evals = [(r["step"], progress_accuracy(r)) for r in records if progress_accuracy(r) is not None]
   if evals:
-    ax[1].plot([r["step"] for r in evals], [r["eval_accuracy"] for r in evals], "o-", label="eval split")
+    ax[1].plot(*zip(*evals), "o-", label="held-out training rows")
   add_baselines(ax[1], num_classes, eval_labels)
   ax[1].set_xlabel("outer step"), ax[1].set_ylabel("accuracy"), ax[1].legend()
   integer_ticks(ax[0].xaxis, ax[1].xaxis)

@@ -29,15 +29,6 @@ def lr_schedule(cfg, total_steps: int) -> np.ndarray:
   return np.asarray([fn(i) for i in range(total_steps)], np.float32)
 
 
-def holdout(split: data.Split, rows: int, seed: int) -> tuple[data.Split, data.Split]:
-  """(rows to train on, `rows` random rows held out for model selection); files may be sorted by label."""
-  if rows * 2 > len(split):
-    raise UserError(f"train.holdout_rows={rows} would hold out over half of the {len(split)} training rows; "
-                    f"lower --config.train.holdout_rows (e.g. {max(1, len(split) // 10)})")
-  perm = np.random.default_rng(seed).permutation(len(split))
-  return split.subset(np.sort(perm[rows:])), split.subset(np.sort(perm[:rows]))
-
-
 def make_chunk_fn(exp: Experiment, tx):
   model = exp.model
 
@@ -60,7 +51,7 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
   """
   cfg = exp.cfg
   t = cfg.train
-  train_rows, held = holdout(exp.train, t.holdout_rows, cfg.seed)
+  train_rows, held = exp.train, exp.holdout
   tx = inner.direction(t.optimizer, momentum=t.momentum,
                        weight_decay=t.weight_decay if t.optimizer == "adam" else 0.0)
   steps_per_epoch = data.num_batches(len(train_rows), t.batch_size, drop_remainder=True)

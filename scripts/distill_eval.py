@@ -43,7 +43,7 @@ def host() -> str:
   return f"{model} × {os.cpu_count()} ({'avx512f' if ' avx512f' in info else 'no avx512f'})"
 
 
-HISTORY_KEYS = ("step", "meta_loss", "meta_acc", "grad_norm", "lr_mean", "inner_loss_last", "eval_accuracy")
+HISTORY_KEYS = ("step", "meta_loss", "meta_acc", "grad_norm", "lr_mean", "inner_loss_last", "holdout_accuracy")
 
 
 def history(metrics_path: str) -> list[dict]:

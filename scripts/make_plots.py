@@ -37,7 +37,7 @@ from make_tables import NAMES, ROOT, describe_init, load  # noqa: E402
 sys.path.insert(0, ROOT)
 from distill_jax import data  # noqa: E402
 from distill_jax.errors import UserError  # noqa: E402
-from distill_jax.plots import add_baselines, integer_ticks  # noqa: E402
+from distill_jax.plots import add_baselines, integer_ticks, progress_accuracy  # noqa: E402
 
 OPTIMIZERS = {"sgd": "momentum SGD", "adam": "Adam"}
 
@@ -124,12 +124,14 @@ def meta_loss(runs: dict[str, dict]) -> plt.Figure | None:
     for name, r in mine.items():
       h = [x for x in r["history"] if "meta_loss" in x]
       loss_ax.plot([x["step"] for x in h], [x["meta_loss"] for x in h], label=name)
-      ev = [x for x in r["history"] if "eval_accuracy" in x]
-      acc_ax.plot([x["step"] for x in ev], [100 * x["eval_accuracy"] for x in ev], "o-", label=name)
+      ev = [(x["step"], 100 * progress_accuracy(x)) for x in r["history"]
+            if progress_accuracy(x) is not None]
+      if ev:
+        acc_ax.plot(*zip(*ev), "o-", label=name)
     baselines(acc_ax, list(mine.values()))
     loss_ax.set_title(NAMES.get(dataset, dataset), fontsize=10)
     loss_ax.set_xlabel("outer step"), loss_ax.set_ylabel("meta-loss (real minibatch)")
-    acc_ax.set_xlabel("outer step"), acc_ax.set_ylabel("eval accuracy during distillation (%)")
+    acc_ax.set_xlabel("outer step"), acc_ax.set_ylabel("accuracy during distillation (%)\nheld-out rows (older runs: eval split)")
     acc_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # runs and baselines of both panels
     for a in (loss_ax, acc_ax):
       a.grid(alpha=0.3), integer_ticks(a.xaxis)

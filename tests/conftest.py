@@ -36,11 +36,10 @@ def tiny_cli_config(tmp_path, **overrides):
   c.outer.checkpoint_every = 2
   c.train.epochs = 1
   c.train.batch_size = 16
-  c.train.holdout_rows = 16
   c.train.chunk_steps = 2
   c.evaluate.seeds = 2
   c.evaluate.lr_grid = (0.01, 0.1)
-  c.evaluate.tune_rows = 16
+  c.data.holdout_rows = 16
   return experiment.with_overrides(c, overrides)
 
 

@@ -69,6 +69,15 @@ def test_incompatible_checkpoint_is_refused(tmp_path):
     main.run(tiny_cli_config(tmp_path, **{"synthetic.n_per_class": 3}), str(tmp_path / "run"))
 
 
+def test_held_out_rows_are_kept_from_the_set_and_its_real_batches(tmp_path):
+  exp = experiment.setup(tiny_cli_config(tmp_path))
+  assert len(exp.train) == 48 and len(exp.holdout) == 16  # data.train_limit=64, data.holdout_rows=16
+  assert not set(exp.train.texts) & set(exp.holdout.texts)
+  _, _, _, ckpt = distill.make_problem(exp)  # the set starts from rows it may learn from
+  first = data.sample_per_class(exp.train.labels, 2, 2, exp.cfg.seed)
+  np.testing.assert_array_equal(np.asarray(ckpt["static"]["mask"]), exp.train.attention_mask[first])
+
+
 def test_evaluate_mode_reports_distilled_baselines_and_decoded(tmp_path):
   main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
   cfg = tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": str(tmp_path / "run")})
@@ -79,7 +88,7 @@ def test_evaluate_mode_reports_distilled_baselines_and_decoded(tmp_path):
   assert r["random_subset"]["lr"] in (0.01, 0.1) and r["random_subset"]["n_examples"] == 4
   assert "kcenter_subset" not in r and "equal_storage_subset" not in r  # the defaults: random only
   assert len(r["step_sizes"]) == 3
-  # 4 examples × 16 positions × 128 dims, 3 step sizes; against 2 B per real token of the 64 training rows
+  # 4 examples × 16 positions × 128 dims, 3 step sizes; against 2 B per real token of the 48 rows learned from
   train_bytes = 2 * int(experiment.setup(cfg).train.attention_mask.sum())
   assert r["storage_floats"] == 4 * 16 * 128 and r["storage"]["floats"] == 4 * 16 * 128 + 3
   assert r["storage"]["bytes"] == 4 * r["storage"]["floats"] and r["storage"]["train_token_bytes"] == train_bytes

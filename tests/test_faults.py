@@ -67,7 +67,7 @@ def test_train_mode_keeps_the_distillation_checkpoints(shared, tmp_path):
   case = FAULTS["train_on_distill_workdir"]
   run = copy_run(shared, tmp_path)
   r = cli(shared / "cache", f"--workdir={run}", "--config.mode=train", "--config.train.epochs=1",
-          "--config.train.batch_size=16", "--config.train.holdout_rows=16", *TINY)
+          "--config.train.batch_size=16", *TINY)
   assert r.returncode == 0, r.stderr[-3000:]
   assert os.path.isdir(run / "train_checkpoints"), case["sees"]
   assert steps(run) == [2, 3, 4] and restore(run)[0] == 4, case["kept"]

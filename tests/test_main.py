@@ -9,7 +9,8 @@ import pytest
 
 from conftest import REPO
 
-TINY = ["--config.data.max_len=16", "--config.data.train_limit=64", "--config.data.eval_limit=32"]
+TINY = ["--config.data.max_len=16", "--config.data.train_limit=64", "--config.data.eval_limit=32",
+        "--config.data.holdout_rows=16"]
 
 
 def cli(tmp_path, *args, config="configs/paper.py:rotten_tomatoes"):
@@ -20,7 +21,7 @@ def cli(tmp_path, *args, config="configs/paper.py:rotten_tomatoes"):
 
 def test_train_mode_end_to_end(tmp_path):
   r = cli(tmp_path, f"--workdir={tmp_path}/w", "--config.mode=train", "--config.train.epochs=2",
-          "--config.train.batch_size=16", "--config.train.holdout_rows=16", *TINY)
+          "--config.train.batch_size=16", *TINY)
   assert r.returncode == 0, r.stderr[-2000:]
   result = json.load(open(tmp_path / "w" / "result_train.json"))
   assert len(result["holdout_accuracy_per_epoch"]) == 2
@@ -34,11 +35,15 @@ def test_train_mode_end_to_end(tmp_path):
 
 def test_distill_then_evaluate_end_to_end(tmp_path):
   r = cli(tmp_path, f"--workdir={tmp_path}/d", "--config.outer.steps=3", "--config.synthetic.n_per_class=2",
-          "--config.inner.steps=2", "--config.outer.log_every=1", *TINY)
+          "--config.inner.steps=2", "--config.outer.log_every=1", "--config.outer.eval_every=3", *TINY)
   assert r.returncode == 0, r.stderr[-2000:]
   assert "meta_loss=" in r.stderr and "ETA" in r.stderr
+  # Progress is checked on held-out training rows, never on the eval split that the tables report.
+  records = [json.loads(line) for line in open(tmp_path / "d" / "metrics.jsonl")]
+  assert [r["step"] for r in records if "holdout_accuracy" in r] == [3]
+  assert not any("eval_accuracy" in r for r in records) and "held-out accuracy" in r.stderr
   r = cli(tmp_path, f"--workdir={tmp_path}/e", "--config.mode=evaluate", f"--config.evaluate.checkpoint={tmp_path}/d",
-          "--config.evaluate.seeds=2", "--config.evaluate.lr_grid=(0.01,)", "--config.evaluate.tune_rows=16",
+          "--config.evaluate.seeds=2", "--config.evaluate.lr_grid=(0.01,)",
           "--config.evaluate.decode=False", *TINY)
   assert r.returncode == 0, r.stderr[-2000:]
   result = json.load(open(tmp_path / "e" / "result_evaluate.json"))
@@ -61,7 +66,7 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
     (["--config.outer.lr=inf"], "outer.lr must be a finite number > 0"),
     (["--config.train.learning_rate=nan"], "train.learning_rate must be a finite number > 0"),
     (["--config.outer.log_every=0"], "outer.log_every must be >= 1"),
-    (["--config.evaluate.tune_rows=-1"], "evaluate.batch_size and evaluate.tune_rows must be >= 1"),
+    (["--config.data.holdout_rows=0"], "data.holdout_rows must be >= 1"),
     (["--config.synthetic.kind=addressable"], "needs --config.synthetic.num_bases >= 1"),
     (["--config.model.pooling=max"], "model.pooling must be 'cls' or 'mean'"),
     (["--config.inner.remat_policy=everything"], "inner.remat_policy must be one of"),

@@ -47,8 +47,8 @@ def test_distill_eval_keeps_the_logged_curves(tmp_path):
   import distill_eval
   log = tmp_path / "metrics.jsonl"
   log.write_text('{"step": 10, "meta_loss": 0.6, "grad_norm": 1.0, "seconds": 5.0, "lr_vector": [1, 2]}\n'
-                 '{"step": 25, "eval_accuracy": 0.7}\n{"step": 20, "meta_loss": 0.5, "seconds": 9.0}\n')
+                 '{"step": 25, "holdout_accuracy": 0.7}\n{"step": 20, "meta_loss": 0.5, "seconds": 9.0}\n')
   assert distill_eval.history(str(log)) == [{"step": 10, "meta_loss": 0.6, "grad_norm": 1.0},
-                                            {"step": 25, "eval_accuracy": 0.7},
+                                            {"step": 25, "holdout_accuracy": 0.7},
                                             {"step": 20, "meta_loss": 0.5}]
   assert distill_eval.seconds_per_step(str(log)) is None  # the first interval holds the compile: none left

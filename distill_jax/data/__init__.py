@@ -51,7 +51,7 @@ from distill_jax.data.sources import (CACHE_ENV, DATA_DIR_ENV, HUB, HUB_VOCAB,
                                       default_cache_dir, default_data_dir,
                                       default_vocab, read_source,
                                       resolve_source)
-from distill_jax.data.splits import Split
+from distill_jax.data.splits import Split, holdout
 from distill_jax.data.tokenize import (get_tokenizer, resolve_vocab,
                                        tokenize_texts, vocab_size)
 from distill_jax.errors import UserError
@@ -136,6 +136,6 @@ __all__ = [
     "CACHE_ENV", "DATA_DIR_ENV", "HUB", "HUB_VOCAB", "LOCAL_FORMATS",
     "REGISTRY", "VOCAB_ENV", "DatasetSpec", "Split", "batch_iterator",
     "default_cache_dir", "default_data_dir", "default_vocab", "get_spec",
-    "get_tokenizer", "load_split", "load_texts", "num_batches",
+    "get_tokenizer", "holdout", "load_split", "load_texts", "num_batches",
     "sample_per_class", "stacked_batches",
 ]

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from distill_jax.errors import UserError
+
 
 @dataclasses.dataclass
 class Split:
@@ -32,3 +34,16 @@ class Split:
         labels=self.labels[idx],
         texts=[self.texts[i] for i in idx.tolist()],
     )
+
+
+def holdout(split: Split, rows: int, seed: int) -> tuple[Split, Split]:
+  """(rows to learn from, `rows` random rows held out from all learning); files may be sorted by label.
+
+  The held-out rows pick the full-data model's epoch, the baselines' step sizes
+  and show distillation's progress, so no choice is ever made on the eval split.
+  """
+  if rows * 2 > len(split):
+    raise UserError(f"data.holdout_rows={rows} would hold out over half of the {len(split)} training rows; "
+                    f"lower --config.data.holdout_rows (e.g. {max(1, len(split) // 10)})")
+  perm = np.random.default_rng(seed).permutation(len(split))
+  return split.subset(np.sort(perm[rows:])), split.subset(np.sort(perm[:rows]))
