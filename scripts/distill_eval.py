@@ -67,6 +67,15 @@ def one_command(args, config_args: list[str]) -> int:
   return 0
 
 
+def record_attempt(path: str, seconds: float, peak_rss_mib: float) -> list[dict]:
+  """Appends one distillation command's wall-clock, peak memory and host to the run's attempts."""
+  attempts = json.load(open(path)) if os.path.exists(path) else []
+  attempts.append(dict(seconds=seconds, peak_rss_mib=peak_rss_mib, host=host()))
+  with open(path, "w") as f:
+    json.dump(attempts, f, indent=2)
+  return attempts
+
+
 def write(out: str, result: dict) -> None:
   os.makedirs(os.path.dirname(os.path.join(ROOT, out)), exist_ok=True)
   with open(os.path.join(ROOT, out), "w") as f:
@@ -104,10 +113,14 @@ def main(argv: list[str]) -> int:
   for cmd in commands:
     print("==", shlex.join(["python", *cmd[1:]]), flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    seconds.append(time.perf_counter() - start)
-    # Children run one at a time, so after the first this is the distillation's own peak.
-    peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    try:
+      subprocess.run(cmd, cwd=ROOT, check=True)
+    finally:  # a stopped distillation's time counts too: --resume continues it
+      seconds.append(time.perf_counter() - start)
+      # Children run one at a time, so after the first this is the distillation's own peak.
+      peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+      if cmd is commands[0] and not args.distilled_by:
+        attempts = record_attempt(os.path.join(ROOT, args.run, "attempts.json"), seconds[0], peaks[0])
   result = json.load(open(os.path.join(ROOT, args.run, "eval", "result_evaluate.json")))
   result["command"] = " && ".join(shlex.join(["python", *cmd[1:]]) for cmd in commands)
   if args.distilled_by:  # the set was distilled by an earlier measured run: its timing, memory and curves
@@ -118,9 +131,11 @@ def main(argv: list[str]) -> int:
     result["host"] = host()
     write(args.out, result)
     return 0
-  # Wall-clock and peak resident memory of each command (start-up, data, compile and all), and the CPU.
-  result["distill_seconds"], result["evaluate_seconds"] = seconds
-  result["distill_peak_rss_mib"] = peaks[0]
+  # Wall-clock and peak resident memory of each command (start-up, data, compile and all), and the CPU;
+  # a distillation resumed over several attempts (--resume) sums their wall-clock.
+  result["distill_seconds"], result["evaluate_seconds"] = sum(a["seconds"] for a in attempts), seconds[1]
+  result["distill_peak_rss_mib"] = max(a["peak_rss_mib"] for a in attempts)
+  result["distill_attempts"] = len(attempts)
   result["host"] = host()
   log = os.path.join(ROOT, args.run, "distill", "metrics.jsonl")
   result["seconds_per_outer_step"] = seconds_per_step(log)
