@@ -94,4 +94,5 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
   writer.write(step, eval_accuracy=eval_acc)
   return dict(eval_accuracy=eval_acc, best_epoch=best_epoch, best_holdout_accuracy=best,
               holdout_accuracy_per_epoch=history, holdout_rows=len(held), train_rows=len(train_rows),
-              eval_rows=len(exp.eval), learning_rate=t.learning_rate, steps=step)
+              eval_rows=len(exp.eval), eval_split=cfg.data.eval_split or exp.spec.eval_split,
+              learning_rate=t.learning_rate, steps=step)

@@ -19,9 +19,14 @@ import shlex
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from references import split_suffix  # noqa: E402  pylint: disable=g-import-not-at-top
 DATASETS = ("sst2", "rotten_tomatoes", "imdb", "ag_news")
 NAMES = {"sst2": "SST-2", "rotten_tomatoes": "Rotten Tomatoes", "imdb": "IMDB",
          "ag_news": "AG News (train test[:6000], eval test[6000:])", "trec": "TREC (eval on test)"}
+# The registry's evaluation splits (distill_jax/data/registry.py): a reference on another split is named for it.
+DEFAULT_SPLITS = {"sst2": "validation", "rotten_tomatoes": "validation", "imdb": "test", "ag_news": "test[6000:]",
+                  "trec": "test"}
 # The recipes of configs/recipes.py: dataset → its config file; variant → (name, config suffix, measured runs
 # of the same setting from before the recipes existed, by dataset).
 RECIPE_DATASETS = (*DATASETS, "trec")
@@ -90,13 +95,14 @@ def quickstart() -> str:
       *([f"Measured with `{first}`."] if first and len(first) <= 250 else [])])
 
 
-def reference(model: str, dataset: str) -> tuple[float | None, str]:
-  """Full-data accuracy of `model` ("minilm" | "tiny") and its mark: the held-out-selected reference of
-  results/references/ (no mark), else the older Table 1 run (†: epoch picked on the eval split, MiniLM one
-  epoch, SST-2/IMDB on reduced data), else None."""
-  r = load(f"references/{model}_{dataset}.json").get(f"{model}_{dataset}")
-  if r:
-    return r["eval_accuracy"], ""
+def reference(model: str, dataset: str, split: str = "") -> tuple[float | None, str]:
+  """Full-data accuracy of `model` ("minilm" | "tiny") on `split` ("" = the dataset's default) and its mark:
+  the held-out-selected reference of results/references/ (no mark), else the older Table 1 run (†: epoch
+  picked on the eval split, MiniLM one epoch, SST-2/IMDB on reduced data), else None."""
+  name = f"{model}_{dataset}" + (split_suffix(split) if split != DEFAULT_SPLITS.get(dataset) else "")
+  r = load(f"references/{name}.json").get(name)
+  if r or name != f"{model}_{dataset}":
+    return (r["eval_accuracy"], "") if r else (None, "")
   r = load(f"table1/{model}_{dataset}.json").get(f"{model}_{dataset}")
   return (r["best_eval_accuracy"], "†") if r else (None, "")
 
@@ -145,7 +151,7 @@ def budgets_table() -> str:
   rows = [f"| method | {head} |", "|---|" + "---|" * len(cols)]
   for key, label in BUDGET_ROWS:
     rows.append(f"| {label} | " + " | ".join(mean_std(r.get(key)) for r in cols) + " |")
-  full = [reference("minilm", r["dataset"]) for r in cols]
+  full = [reference("minilm", r["dataset"], r["eval_split"]) for r in cols]
   rows.append("| Full data | " + " | ".join(f"{pct(f)}{m}" if f else "—" for f, m in full) + " |")
   rows.append("| Distilled / full | " + " | ".join(f"{100 * r['distilled']['mean'] / f:.0f}%" if f else "—"
                                                for r, (f, _) in zip(cols, full)) + " |")

@@ -3,6 +3,7 @@ held-out training rows, the chosen model evaluated once on the evaluation split.
 
   python scripts/references.py minilm sst2 rotten_tomatoes     # writes results/references/minilm_<dataset>.json
   python scripts/references.py tiny all --parallel 3 --deadline-s 900
+  python scripts/references.py minilm rotten_tomatoes --eval-split=test   # → minilm_rotten_tomatoes_test.json
 
 Each grid point is one `python -m distill_jax.main --config.mode=train` run in runs/references/<model>_<dataset>/
 lr<lr>; a finished run (its result_train.json exists) is not run again, so the script resumes after a stop.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -36,6 +38,11 @@ MODELS = {
     "tiny": ("configs/paper.py:{dataset}", (3e-4, 1e-3, 3e-3),
              ("--config.train.epochs=10", "--config.train.patience=2", "--config.train.warmup_steps=200")),
 }
+
+
+def split_suffix(split: str) -> str:
+  """How a reference on a split other than the default is named: "test[6000:]" → "_test_6000"."""
+  return "_" + re.sub(r"[^A-Za-z0-9]+", "_", split).strip("_") if split else ""
 
 
 def command(model: str, dataset: str, lr: float, workdir: str, extra: list[str]) -> list[str]:
@@ -66,7 +73,12 @@ def main(argv: list[str]) -> int:
   p.add_argument("--extra", action="append", default=[], help="another --config override for every run")
   p.add_argument("--lrs", default="", help="comma-separated learning rates instead of the model's grid")
   p.add_argument("--note", default="", help="why the grid or budget differs, recorded in the result")
+  p.add_argument("--eval-split", default="",
+                 help="evaluate on this split instead of the dataset's default (runs and result are named for it)")
   args = p.parse_args(argv)
+  if args.eval_split:
+    args.extra = [*args.extra, f"--config.data.eval_split={args.eval_split}"]
+  suffix = split_suffix(args.eval_split)
   datasets = DATASETS if args.datasets == ["all"] else args.datasets
   unknown = sorted(set(datasets) - set(DATASETS))
   if unknown:
@@ -74,7 +86,7 @@ def main(argv: list[str]) -> int:
   start = time.perf_counter()
   where = host() + (f"; {accelerator()}" if accelerator() else "")
   grid = tuple(float(x) for x in args.lrs.split(",")) if args.lrs else MODELS[args.model][1]
-  jobs = [(d, lr, os.path.join(args.runs, f"{args.model}_{d}", f"lr{lr:g}")) for d in datasets for lr in grid]
+  jobs = [(d, lr, os.path.join(args.runs, f"{args.model}_{d}{suffix}", f"lr{lr:g}")) for d in datasets for lr in grid]
   todo = [j for j in jobs if not os.path.exists(os.path.join(ROOT, j[2], "result_train.json"))]
   running: list[tuple[subprocess.Popen, tuple]] = []
   failed = []
@@ -111,7 +123,8 @@ def main(argv: list[str]) -> int:
       continue
     lr = max(done, key=lambda k: done[k]["best_holdout_accuracy"])
     best = done[lr]
-    result = dict(model=args.model, dataset=d, learning_rate=lr, eval_accuracy=best["eval_accuracy"],
+    result = dict(model=args.model, dataset=d, eval_split=best.get("eval_split", args.eval_split or "default"),
+                  learning_rate=lr, eval_accuracy=best["eval_accuracy"],
                   best_epoch=best["best_epoch"], holdout_accuracy=best["best_holdout_accuracy"],
                   holdout_by_lr={f"{k:g}": dict(best=r["best_holdout_accuracy"], per_epoch=r["holdout_accuracy_per_epoch"])
                                  for k, r in sorted(done.items())},
@@ -119,15 +132,16 @@ def main(argv: list[str]) -> int:
                   max_len=recipes.MAX_LEN.get(d, 64), steps=best["steps"],
                   command=shlex.join(["python", *command(args.model, d, lr, "WORKDIR", args.extra)[1:]]),
                   grid_command=shlex.join(["python", "scripts/references.py", args.model, d,
-                                           *[f"--extra={e}" for e in args.extra],
-                                           *([f"--lrs={args.lrs}"] if args.lrs else [])]),
+                                           *[f"--extra={e}" for e in args.extra if "eval_split" not in e],
+                                           *([f"--lrs={args.lrs}"] if args.lrs else []),
+                                           *([f"--eval-split={args.eval_split}"] if args.eval_split else [])]),
                   git_commit=os.environ.get("GIT_COMMIT") or subprocess.run(
                       ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
     hosts = sorted({open(os.path.join(os.path.dirname(p), "host.txt")).read().strip()
                     if os.path.exists(os.path.join(os.path.dirname(p), "host.txt")) else "unrecorded"
                     for p in runs.values()})
     result.update(hosts=hosts, note=args.note)
-    path = os.path.join(ROOT, args.out, f"{args.model}_{d}.json")
+    path = os.path.join(ROOT, args.out, f"{args.model}_{d}{suffix}.json")
     json.dump(result, open(path, "w"), indent=2, sort_keys=True)
     print(f"== {args.model} {d}: lr {lr:g} (held-out {100 * best['best_holdout_accuracy']:.2f}%), "
           f"eval {100 * best['eval_accuracy']:.2f}% → {os.path.relpath(path, ROOT)}", flush=True)
