@@ -244,12 +244,14 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
     syn_data = syn.materialize(learned["data"], static)
     lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
     data_floats, stored = synthetic.num_learned_floats(learned["data"]), learned
+    ids = synthetic.defining_token_ids(static)
   else:  # the exported arrays are the set itself: what it stores is what it is
     syn_data = {k: jnp.asarray(exported[k]) for k in (*export.KEYS[exported["inputs"]], *export.OPTIONAL_KEYS)
                 if k in exported}
     lrs, outer_steps = jnp.asarray(exported["step_sizes"]), cfg.outer.steps
     floats = {k: v for k, v in syn_data.items() if v.dtype == jnp.float32}
     data_floats, stored = synthetic.num_learned_floats(floats), dict(floats, step_sizes=lrs)
+    ids = synthetic.defining_token_ids(syn_data)
   e = cfg.evaluate
   n_syn = cfg.synthetic.n_per_class * exp.num_classes
   run = functools.partial(evaluate_set, exp.model, exp.init_fn, spec=spec, split=exp.eval, seeds=e.seeds,
@@ -265,7 +267,7 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                 attention_weight=cfg.inner.attention_weight if "attention" in syn_data else None,
                 outer_steps=outer_steps, step_sizes=np.asarray(lrs).tolist(),
                 storage_floats=data_floats,  # the data parametrisation alone, as older results have it
-                storage=synthetic.storage(stored, exp.train.attention_mask))
+                storage=synthetic.storage(stored, exp.train.attention_mask, ids))
   result["distilled"] = summary(run(data_arrays=syn_data, lrs=lrs))
   logging.info("distilled: %.4f ± %.4f", result["distilled"]["mean"], result["distilled"]["std"])
   # The held-out training rows tune the baselines' step sizes; they choose among the rows the set was made from.

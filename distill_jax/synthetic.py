@@ -248,9 +248,9 @@ def num_learned_floats(params: dict) -> int:
 
 FLOAT_BYTES = 4  # learned arrays are stored as float32
 TOKEN_BYTES = 2  # uint16 holds every id of BERT's 30,522-token WordPiece vocabulary
-STORAGE_CONVENTION = (f"set: {FLOAT_BYTES} B (float32) per learned float, step sizes and learned labels included; "
-                      f"data: {TOKEN_BYTES} B (uint16) per non-padding token id of the training rows after "
-                      "truncation to data.max_len")
+STORAGE_CONVENTION = (f"set: {FLOAT_BYTES} B (float32) per learned float, step sizes and learned labels included, "
+                      f"and {TOKEN_BYTES} B per token id a token set needs; data: {TOKEN_BYTES} B (uint16) per "
+                      "non-padding token id of the training rows after truncation to data.max_len")
 
 
 def token_bytes(attention_mask: np.ndarray) -> np.ndarray:
@@ -258,22 +258,31 @@ def token_bytes(attention_mask: np.ndarray) -> np.ndarray:
   return TOKEN_BYTES * np.asarray(attention_mask).astype(bool).sum(-1).astype(np.int64)
 
 
-def storage(learned: dict, train_mask: np.ndarray) -> dict:
+def defining_token_ids(arrays: dict) -> int:
+  """Token ids a token set needs besides its floats: each position's candidates when sparse, else its
+  candidate vocabulary once (kept per example in `static` only for minibatch indexing); 0 for other sets."""
+  if "candidates" in arrays:
+    return int(np.prod(arrays["candidates"].shape))
+  vocab = arrays.get("vocab", arrays.get("token_vocab"))
+  return int(vocab.shape[-1]) if vocab is not None else 0
+
+
+def storage(learned: dict, train_mask: np.ndarray, token_ids: int = 0) -> dict:
   """A set's size against the data it replaces: why a set is small enough to be worth it.
 
   `learned` holds every learned array that defines the set (data
   parametrisation, learned labels, raw step sizes), each float costing
-  `FLOAT_BYTES`. The data is the training split's token ids as they would be
+  `FLOAT_BYTES`; a token set also needs `token_ids` ids (`defining_token_ids`)
+  at `TOKEN_BYTES`. The data is the training split's token ids as they would be
   stored compactly: its non-padding tokens after truncation to max_len, at
-  `TOKEN_BYTES` each. Fixed labels and masks count on neither side, and
-  neither do a token set's integer arrays (its candidate vocabulary and, when
-  sparse, each position's candidate ids). `ratio` > 1: the set is larger than
-  the text it replaces.
+  `TOKEN_BYTES` each. Fixed labels and masks count on neither side. `ratio` > 1:
+  the set is larger than the text it replaces.
   """
   floats = num_learned_floats(learned)
+  size = FLOAT_BYTES * floats + TOKEN_BYTES * token_ids
   train = int(token_bytes(train_mask).sum())
-  return dict(floats=floats, bytes=FLOAT_BYTES * floats, train_token_bytes=train,
-              ratio=FLOAT_BYTES * floats / max(train, 1), convention=STORAGE_CONVENTION)
+  return dict(floats=floats, token_ids=token_ids, bytes=size, train_token_bytes=train,
+              ratio=size / max(train, 1), convention=STORAGE_CONVENTION)
 
 
 def build(kind: str, shape: SetShape, num_bases: int = 0, token_logit_scale: float = 10.0,

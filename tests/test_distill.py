@@ -167,6 +167,7 @@ def test_token_distributions_distil_resume_and_evaluate_with_decoding(tmp_path):
   evaluation = tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": str(tmp_path / "run")}, **over)
   r = main.run(evaluation, str(tmp_path / "eval"))
   assert r["synthetic_kind"] == "tokens" and r["outer_steps"] == 4
+  assert r["storage"]["token_ids"] == 64  # its candidate vocabulary, counted once
   assert r["distilled"]["n"] == 2 and len(r["decoded_argmax"]["texts"]) == 4
   with pytest.raises(UserError, match="written with synthetic.vocab_size=64"):
     main.run(tiny_cli_config(tmp_path, **{**over, "synthetic.vocab_size": 128, "outer.steps": 6}),
@@ -202,6 +203,7 @@ def test_sparse_superposed_sets_distil_and_evaluate_from_their_candidates(tmp_pa
   evaluation = tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": str(tmp_path / "run")}, **over)
   r = main.run(evaluation, str(tmp_path / "eval"))
   assert r["storage_floats"] == 4 * 16 * 3 and r["distilled"]["n"] == 2 and r["outer_steps"] == 4
+  assert r["storage"]["token_ids"] == 4 * 16 * 3  # each position's candidates: no vocabulary needed besides
 
 
 def test_attention_labels_start_from_a_trained_teacher_distil_and_evaluate(tmp_path):

@@ -65,6 +65,16 @@ def test_storage_counts_every_learned_float_against_the_training_token_ids():
   assert got["floats"] == 240 + 18 + 10 and got["bytes"] == 4 * 268
   assert got["train_token_bytes"] == 2 * 6 and got["ratio"] == 1072 / 12
   np.testing.assert_array_equal(synthetic.token_bytes(train_mask), [6, 4, 2])
+  with_ids = synthetic.storage(learned, train_mask, token_ids=5)  # a token set's ids cost 2 B each
+  assert with_ids["bytes"] == 4 * 268 + 2 * 5 and with_ids["token_ids"] == 5
+
+
+def test_a_token_set_needs_its_candidate_ids_besides_its_floats():
+  vocab = np.broadcast_to(np.arange(7), (3, 7))  # one candidate vocabulary, repeated per example
+  assert synthetic.defining_token_ids({"vocab": vocab}) == 7
+  assert synthetic.defining_token_ids({"token_vocab": vocab}) == 7  # an exported set's name for it
+  assert synthetic.defining_token_ids({"vocab": vocab, "candidates": np.zeros((3, 4, 2))}) == 3 * 4 * 2
+  assert synthetic.defining_token_ids({"labels": np.zeros(3), "mask": np.ones((3, 4))}) == 0
 
 
 def test_checkpoint_round_trip(tmp_path):
