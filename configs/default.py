@@ -136,7 +136,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.baselines = True  # real subsets of the same size (evaluate.coresets), step size tuned on a grid
   # How those subsets are chosen (distill_jax/coreset.py): random | kcenter | herding; each adds <method>_subset.
   c.evaluate.coresets = ("random",)
-  # kcenter/herding choose among this many random non-tune training rows (0 = all): features cost a forward pass
+  # kcenter/herding choose among this many random training rows (0 = all; never data.holdout_rows): features cost a forward pass
   c.evaluate.coreset_pool = 0
   # A random real subset whose token ids (2 B each) take no more bytes than the set (equal_storage_subset)
   c.evaluate.equal_storage = False
