@@ -10,7 +10,7 @@ run() {
   echo '```console' >> $OUT
   echo "\$ $*" >> $OUT
   # progress lines and results only: absl's prefix is dropped, library chatter filtered
-  "$@" 2>&1 | grep -E "step [0-9]+/|eval accuracy|distilled|random real|ceiling|result|plots/|error" \
+  "$@" 2>&1 | grep -E "step [0-9]+/|eval accuracy|held-out accuracy|distilled|random real|ceiling|result|plots/|error" \
     | grep -v orbax | sed -E 's/^[IWE][0-9]{4} [0-9:.]+ +[0-9]+ [a-z_]+\.py:[0-9]+\] //' >> $OUT
   echo '```' >> $OUT
 }
