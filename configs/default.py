@@ -72,6 +72,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.synthetic.token_logit_scale = 10.0  # tokens: initial logit of each example's own token (others 0)
   c.synthetic.superpose = 1  # tokens: real examples superposed into each synthetic one at init
   c.synthetic.candidates_per_position = 0  # tokens: learned logits per position (0 = all vocab_size; sparse)
+  # sparse tokens: "frequent" (each position's most frequent tokens) | "distinctive" (the class's most
+  # distinctive tokens over all positions, spread over them: a small set that keeps what separates classes)
+  c.synthetic.candidate_choice = "frequent"
   c.synthetic.init = "real"  # real (embedded real examples) | random (N(0, init_std))
   c.synthetic.init_std = 0.02
   c.synthetic.label_mode = "hard"  # hard | soft (learned softmax) | real (learned, unrestricted)

@@ -176,6 +176,11 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
        "synthetic.candidates_per_position must be in [0, synthetic.vocab_size] (0 = all candidates)"),
       (s.candidates_per_position == 0 or s.kind == "tokens",
        "synthetic.candidates_per_position > 0 needs --config.synthetic.kind=tokens"),
+      (_one_of(s.candidate_choice, ("frequent", "distinctive")),
+       "synthetic.candidate_choice must be frequent or distinctive"),
+      (s.candidate_choice == "frequent" or s.candidates_per_position > 0,
+       "synthetic.candidate_choice=distinctive picks a sparse set's candidates: add "
+       "--config.synthetic.candidates_per_position=K"),
       (isinstance(i.attention_weight, (int, float)) and math.isfinite(i.attention_weight) and i.attention_weight >= 0,
        "inner.attention_weight must be a finite number >= 0"),
       (not s.attention_labels or s.kind in ("direct", "tokens"),

@@ -262,6 +262,7 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                 inner_optimizer=cfg.inner.optimizer, label_mode=cfg.synthetic.label_mode,
                 synthetic_kind=cfg.synthetic.kind, superpose=cfg.synthetic.superpose,
                 candidates_per_position=cfg.synthetic.candidates_per_position,
+                candidate_choice=cfg.synthetic.candidate_choice,
                 fixed_word_embeddings=cfg.init.fixed_word_embeddings,
                 pooling=cfg.model.pooling, attention_teacher=synthetic.attention_teacher(cfg),
                 attention_weight=cfg.inner.attention_weight if "attention" in syn_data else None,

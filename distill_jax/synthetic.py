@@ -149,6 +149,11 @@ class Tokens:
   # with ~e^-s of the mass, so K ≥ that count stores the same start in a fraction of the floats; the
   # outer steps then reweight those tokens but cannot bring in new ones.
   candidates_per_position: int = 0
+  # Which K: "frequent" (each position's most frequent tokens among its superposed examples) or
+  # "distinctive" (the class's tokens that most separate it from the other classes, pooled over all
+  # positions and spread over the example's positions): at small K the frequent ones are mostly
+  # function words shared by every class, while mean pooling reads a bag of words (docs/results.md).
+  candidate_choice: str = "frequent"
 
   def init(self, ids: np.ndarray, masks: np.ndarray, labels: np.ndarray, vocab: np.ndarray) -> tuple[dict, dict]:
     """`ids` [M, L] are the starting examples, or [M, k, L]: k real examples per synthetic one, superposed.
@@ -183,7 +188,11 @@ class Tokens:
     # The vocabulary repeats per example so that minibatch indexing keeps every key's leading axis M.
     static = {"labels": jnp.asarray(labels, jnp.int32), "mask": jnp.asarray(real.any(1), jnp.int32),
               "vocab": jnp.broadcast_to(jnp.asarray(vocab, jnp.int32), (s.num_examples, len(vocab)))}
-    if self.candidates_per_position:
+    if self.candidates_per_position and self.candidate_choice == "distinctive":
+      keep, logits = distinctive_candidates(counts * real.any(1)[..., None], labels, real.any(1),
+                                            self.candidates_per_position)
+      static["candidates"] = jnp.asarray(keep, jnp.int32)
+    elif self.candidates_per_position:
       keep = np.argsort(-logits, axis=-1, kind="stable")[..., :self.candidates_per_position]
       dropped = np.take_along_axis(share, keep, -1).sum(-1) < 1.0 - 1e-6
       if dropped.any():
@@ -201,6 +210,31 @@ class Tokens:
     return {"token_probs": probs, "token_vocab": static["vocab"],
             "attention_mask": static["mask"],
             "targets": _targets(self.shape, static["labels"], params.get("labels"))}
+
+
+def distinctive_candidates(counts: np.ndarray, labels: np.ndarray, mask: np.ndarray,
+                           k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Each example's `k` × (real positions) most distinctive candidates: ([M, L, k] vocab indices, logits).
+
+  A token's score for an example of class c is its count over all positions of
+  the example's sources times its smoothed log-odds against the other classes'
+  sources (0 when it is no likelier in c); rank i goes to real position i mod n
+  at slot i // n, so every position holds some of the best, at log-count logits.
+  """
+  totals = counts.sum(1)  # [M, V]: a bag of words per example
+  vocab_size = totals.shape[-1]
+  keep = np.zeros(counts.shape[:2] + (k,), np.int64)
+  logits = np.zeros(counts.shape[:2] + (k,), np.float32)
+  for m in range(len(totals)):
+    own, other = totals[m], totals[labels != labels[m]].sum(0)
+    odds = np.log((own + 1) / (own.sum() + vocab_size)) - np.log((other + 1) / (other.sum() + vocab_size))
+    score = np.where(own > 0, own * np.maximum(odds, 0.0), -1.0)  # tokens it never has go last
+    positions = np.flatnonzero(mask[m])
+    ranked = np.argsort(-score, kind="stable")[:len(positions) * k]
+    slot = np.arange(len(ranked))
+    keep[m, positions[slot % len(positions)], slot // len(positions)] = ranked
+    logits[m, positions[slot % len(positions)], slot // len(positions)] = np.log(np.maximum(own[ranked], 1e-3))
+  return keep, logits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,9 +320,9 @@ def storage(learned: dict, train_mask: np.ndarray, token_ids: int = 0) -> dict:
 
 
 def build(kind: str, shape: SetShape, num_bases: int = 0, token_logit_scale: float = 10.0,
-          candidates_per_position: int = 0):
+          candidates_per_position: int = 0, candidate_choice: str = "frequent"):
   if kind == "tokens":
-    return Tokens(shape, token_logit_scale, candidates_per_position)
+    return Tokens(shape, token_logit_scale, candidates_per_position, candidate_choice)
   if kind == "direct":
     return Direct(shape)
   if kind == "addressable":
@@ -398,7 +432,7 @@ def initial_set(exp: "experiment.Experiment") -> tuple[Any, dict, dict]:
   shape = SetShape(cfg.synthetic.n_per_class * c, cfg.data.max_len, exp.model.config.hidden_size, c,
                    cfg.synthetic.label_mode)
   syn = build(cfg.synthetic.kind, shape, cfg.synthetic.num_bases, cfg.synthetic.token_logit_scale,
-              cfg.synthetic.candidates_per_position)
+              cfg.synthetic.candidates_per_position, cfg.synthetic.candidate_choice)
   if cfg.synthetic.kind == "tokens":
     if cfg.synthetic.init != "real":
       raise UserError("synthetic.kind='tokens' starts from real examples; use --config.synthetic.init=real")

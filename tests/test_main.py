@@ -76,6 +76,7 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
     (["--config.synthetic.superpose=3"], "synthetic.superpose > 1 needs --config.synthetic.kind=tokens"),
     (["--config.synthetic.candidates_per_position=8"], "candidates_per_position > 0 needs --config.synthetic.kind=tokens"),
     (["--config.synthetic.candidates_per_position=-1"], "candidates_per_position must be in [0, synthetic.vocab_size]"),
+    (["--config.synthetic.candidate_choice=distinctive"], "add --config.synthetic.candidates_per_position=K"),
     (["--config.data.data_dir=/nonexistent/data"], "DISTILL_JAX_DATA_DIR"),
     (["--config.data.train_split=nosplit"], "nosplit"),
     (["--config.synthetic.n_per_class=1000", *TINY], "n_per_class"),

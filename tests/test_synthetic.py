@@ -174,3 +174,21 @@ def test_sparse_token_sets_keep_each_positions_most_frequent_tokens():
   assert set(np.asarray(vocab[static["candidates"][0, 1]]).tolist()) == {6, 7}
   p = np.asarray(synthetic.Tokens(shape, 20.0, 2).materialize(params, static)["token_probs"])[0, 1]
   np.testing.assert_allclose(p[[1, 2]], [0.4, 0.6], rtol=1e-5)  # the kept shares, renormalised
+
+
+def test_distinctive_candidates_keep_what_separates_the_classes_over_the_frequent_shared_words():
+  shape = synthetic.SetShape(2, 3, 8, 2, "hard")
+  vocab = np.array([5, 6, 7, 8, 101], np.int32)  # 5 ("the") as often in both classes; 6, 7 class 0's; 8 class 1's
+  ids = np.array([[[101, 5, 5], [101, 5, 6], [101, 5, 7]],
+                  [[101, 5, 8], [101, 5, 5], [101, 5, 8]]])
+  args = (ids, np.ones_like(ids), np.array([0, 1]), vocab)
+  frequent = synthetic.Tokens(shape, 20.0, candidates_per_position=1).init(*args)[1]["candidates"]
+  assert vocab[frequent[0, 1, 0]] == 5  # position 1's most frequent token: the shared word
+  syn = synthetic.Tokens(shape, 20.0, candidates_per_position=1, candidate_choice="distinctive")
+  params, static = syn.init(*args)
+  picked = vocab[np.asarray(static["candidates"])[:, :, 0]]
+  # The separating words come first (then shared ones fill the slots left): 8, seen twice, before 6 and 7.
+  assert picked[1, 0] == 8 and sorted(picked[0, :2]) == [6, 7]
+  assert params["logits"].shape == (2, 3, 1)
+  out = syn.materialize(params, static)["token_probs"]
+  np.testing.assert_allclose(np.asarray(out).sum(-1), 1.0, rtol=1e-6)
