@@ -169,6 +169,26 @@ def budgets_table() -> str:
   return with_commands(rows, runs, suffix=earlier)
 
 
+def small_sets_table() -> str:
+  """results/tiny_small/: BERT-Tiny (random init) sets at about 1% of the training split's token bytes against
+  the real-data ceiling of the same steps and real text of the same bytes."""
+  runs = load("tiny_small/*.json")
+  if not runs:
+    return "Not measured yet."
+  rows = ["| run | dataset | candidates / position | outer steps | bytes (floats, token ids) | / training token bytes | "
+          "distilled | before distillation | real-data ceiling | real text, equal bytes (rows) | Random, same n | "
+          "beats the ceiling by |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for name, r in runs.items():
+    st, eq, ceiling = r["storage"], r.get("equal_storage_subset", {}), r["real_ceiling"]
+    margin = 100 * (r["distilled"]["mean"] - ceiling["mean"])
+    rows.append(f"| `{name}` | {NAMES[r['dataset']]} | {r['candidates_per_position']} "
+                f"({r.get('candidate_choice', 'frequent')}) | {r['outer_steps']} | {st['bytes']:,} "
+                f"({st['floats']:,}, {st.get('token_ids', 0):,}) | {st['ratio']:.2%} | {mean_std(r['distilled'])} | "
+                f"{mean_std(r.get('initial_set'))} | {mean_std(ceiling)} | {mean_std(eq) if 'mean' in eq else '—'} "
+                f"({eq.get('n_examples', '—')}) | {mean_std(r.get('random_subset'))} | {margin:+.2f} |")
+  return with_commands(rows, runs)
+
+
 def attention_table() -> str:
   """results/attention/<run>.json (attention labels) against results/budgets/<run>.json (the same recipe without)."""
   runs = load("attention/*.json")
@@ -409,7 +429,7 @@ def benchmark_table() -> str:
 
 
 TABLES = {"quickstart": quickstart, "recipes": recipes_table, "references": references_table,
-          "budgets": budgets_table, "attention": attention_table, "faults": faults_table, "table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
+          "budgets": budgets_table, "attention": attention_table, "small_sets": small_sets_table, "faults": faults_table, "table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
           "pooling": pooling_table, "coverage": coverage_table,
           "remedies": remedies_table, "sensitivity": sensitivity_table,
           "addressable": addressable_table, "benchmark": benchmark_table}
