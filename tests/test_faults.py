@@ -114,7 +114,7 @@ def test_a_truncated_newest_checkpoint_is_set_aside_and_the_run_resumes(shared, 
   assert "resumed from step 3" in r.stderr
   assert os.path.isdir(run / "checkpoints" / "damaged-4") and steps(run) == [3, 4, 5]
   assert "resuming keeps the step sizes learned so far" in r.stderr, FAULTS["resume_with_other_inner_lr"]
-  assert "outer.real_batch_size=1000 exceeds the 64 training rows" in r.stderr, FAULTS["real_batch_above_rows"]
+  assert "outer.real_batch_size=1000 exceeds the 48 training rows" in r.stderr, FAULTS["real_batch_above_rows"]
 
 
 def test_garbled_or_empty_newest_checkpoints_fall_back_read_only(shared, tmp_path, caplog):
