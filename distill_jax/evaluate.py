@@ -90,28 +90,28 @@ def real_ceiling(model, init_fn, train: data.Split, num_classes: int, spec: fit.
   return dict(summary(accs), lr=best_lr, lr_scores=scores, steps=spec.steps, batch_size=batch_size)
 
 
-def real_baseline(exp, spec: fit.InnerSpec, idx: np.ndarray, tune: data.Split) -> dict:
+def real_baseline(exp, spec: fit.InnerSpec, idx: np.ndarray) -> dict:
   """Training rows `idx` as a set, through the distilled set's procedure: a constant step size tuned
-  on `tune` (never on the evaluation split), then `evaluate.seeds` fresh θ0 scored on the eval split."""
+  on the held-out rows (never on the evaluation split), then `evaluate.seeds` fresh θ0 scored on the eval split."""
   e = exp.cfg.evaluate
   subset = real_subset(exp.train, idx, exp.num_classes)
-  best_lr, scores = tune_constant_lr(exp.model, exp.init_fn, subset, spec, tune, tuple(e.lr_grid),
+  best_lr, scores = tune_constant_lr(exp.model, exp.init_fn, subset, spec, exp.holdout, tuple(e.lr_grid),
                                      max(1, e.seeds // 2))
   accs = evaluate_set(exp.model, exp.init_fn, subset, jnp.full((spec.steps,), best_lr), spec, exp.eval, e.seeds,
                       batch_size=e.batch_size)
   return dict(summary(accs), lr=best_lr, lr_scores=scores, n_examples=int(len(idx)))
 
 
-def coreset_subsets(exp, spec: fit.InnerSpec, pool: np.ndarray, tune: data.Split) -> dict:
-  """`<method>_subset` for each of `evaluate.coresets`: n_per_class pool rows per class, chosen by
+def coreset_subsets(exp, spec: fit.InnerSpec) -> dict:
+  """`<method>_subset` for each of `evaluate.coresets`: n_per_class training rows per class, chosen by
   the method (coreset.py), each trained and scored by `real_baseline`.
 
-  "random" draws from every pool row, as the random baseline always has; the
-  feature-based methods choose among `evaluate.coreset_pool` random pool rows
+  "random" draws from every training row, as the random baseline always has; the
+  feature-based methods choose among `evaluate.coreset_pool` random training rows
   (0 = all), whose features come from θ0 of `init.seed`.
   """
   cfg, e = exp.cfg, exp.cfg.evaluate
-  out, n = {}, cfg.synthetic.n_per_class
+  out, n, pool = {}, cfg.synthetic.n_per_class, np.arange(len(exp.train))
   if set(e.coresets) - {"random"}:
     rows = coreset.candidates(pool, e.coreset_pool, cfg.seed)
     params = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))
@@ -122,13 +122,13 @@ def coreset_subsets(exp, spec: fit.InnerSpec, pool: np.ndarray, tune: data.Split
   for method in e.coresets:
     cand, f = (pool, None) if method == "random" else (rows, feats)
     idx = cand[coreset.select(method, f, exp.train.labels[cand], n, exp.num_classes, cfg.seed)]
-    out[f"{method}_subset"] = r = real_baseline(exp, spec, idx, tune)
+    out[f"{method}_subset"] = r = real_baseline(exp, spec, idx)
     logging.info("%s real subset (lr %.3g): %.4f ± %.4f", method, r["lr"], r["mean"], r["std"])
   return out
 
 
-def equal_storage_subset(exp, spec: fit.InnerSpec, pool: np.ndarray, tune: data.Split, budget: int) -> dict:
-  """Random pool rows, class-balanced, whose token ids take at most `budget` bytes (the set's own),
+def equal_storage_subset(exp, spec: fit.InnerSpec, budget: int) -> dict:
+  """Random training rows, class-balanced, whose token ids take at most `budget` bytes (the set's own),
   trained by `real_baseline`: what the set's storage buys as real text.
 
   When the inner loop takes the whole set each step (inner.batch_size 0), a
@@ -136,14 +136,14 @@ def equal_storage_subset(exp, spec: fit.InnerSpec, pool: np.ndarray, tune: data.
   that size instead.
   """
   cfg = exp.cfg
-  row_bytes = synthetic.token_bytes(exp.train.attention_mask[pool])
-  picked = coreset.within_bytes(exp.train.labels[pool], row_bytes, budget, exp.num_classes, cfg.seed)
+  row_bytes = synthetic.token_bytes(exp.train.attention_mask)
+  picked = coreset.within_bytes(exp.train.labels, row_bytes, budget, exp.num_classes, cfg.seed)
   info = dict(n_examples=int(len(picked)), bytes=int(row_bytes[picked].sum()), budget_bytes=int(budget))
   if not len(picked):
     return dict(info, skipped="not one training row fits in the set's bytes")
   if not spec.batch_size and len(picked) > cfg.evaluate.equal_storage_batch_size:
     spec = dataclasses.replace(spec, batch_size=cfg.evaluate.equal_storage_batch_size)
-  r = dict(real_baseline(exp, spec, pool[picked], tune), **info,
+  r = dict(real_baseline(exp, spec, picked), **info,
            batch_size=min(spec.batch_size or len(picked), len(picked)))
   logging.info("equal-storage real subset (%d rows, %d B, lr %.3g): %.4f ± %.4f", len(picked), info["bytes"],
                r["lr"], r["mean"], r["std"])
@@ -271,19 +271,17 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                 storage=synthetic.storage(stored, exp.train.attention_mask, ids))
   result["distilled"] = summary(run(data_arrays=syn_data, lrs=lrs))
   logging.info("distilled: %.4f ± %.4f", result["distilled"]["mean"], result["distilled"]["std"])
-  # The held-out training rows tune the baselines' step sizes; they choose among the rows the set was made from.
-  tune, pool = exp.holdout, np.arange(len(exp.train))
   if e.baselines:
     # The set as it started (outer step 0, step sizes inner.lr): what distillation itself added.
     result["initial_set"] = summary(run(data_arrays=syn.materialize(start["data"], start_static),
                                         lrs=synthetic.step_sizes(start["lr"], spec.lr_param)))
     logging.info("initial set: %.4f ± %.4f", result["initial_set"]["mean"], result["initial_set"]["std"])
-    result.update(coreset_subsets(exp, spec, pool, tune))
+    result.update(coreset_subsets(exp, spec))
   if e.equal_storage:
-    result["equal_storage_subset"] = equal_storage_subset(exp, spec, pool, tune, result["storage"]["bytes"])
+    result["equal_storage_subset"] = equal_storage_subset(exp, spec, result["storage"]["bytes"])
   if e.ceiling_batch_size:
     result["real_ceiling"] = real_ceiling(exp.model, exp.init_fn, exp.train, exp.num_classes, spec,
-                                          tune, exp.eval, tuple(e.lr_grid), e.seeds, e.ceiling_batch_size,
+                                          exp.holdout, exp.eval, tuple(e.lr_grid), e.seeds, e.ceiling_batch_size,
                                           e.batch_size)
     logging.info("real-data ceiling (T=%d, batch %d): %.4f ± %.4f", spec.steps, e.ceiling_batch_size,
                  result["real_ceiling"]["mean"], result["real_ceiling"]["std"])

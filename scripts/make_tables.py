@@ -21,12 +21,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from references import split_suffix  # noqa: E402  pylint: disable=g-import-not-at-top
+from distill_jax.data.registry import get_spec  # noqa: E402  (references put the repo on sys.path)
 DATASETS = ("sst2", "rotten_tomatoes", "imdb", "ag_news")
 NAMES = {"sst2": "SST-2", "rotten_tomatoes": "Rotten Tomatoes", "imdb": "IMDB",
          "ag_news": "AG News (train test[:6000], eval test[6000:])", "trec": "TREC (eval on test)"}
-# The registry's evaluation splits (distill_jax/data/registry.py): a reference on another split is named for it.
-DEFAULT_SPLITS = {"sst2": "validation", "rotten_tomatoes": "validation", "imdb": "test", "ag_news": "test[6000:]",
-                  "trec": "test"}
 # The recipes of configs/recipes.py: dataset → its config file; variant → (name, config suffix, measured runs
 # of the same setting from before the recipes existed, by dataset).
 RECIPE_DATASETS = (*DATASETS, "trec")
@@ -99,7 +97,8 @@ def reference(model: str, dataset: str, split: str = "") -> tuple[float | None, 
   """Full-data accuracy of `model` ("minilm" | "tiny") on `split` ("" = the dataset's default) and its mark:
   the held-out-selected reference of results/references/ (no mark), else the older Table 1 run (†: epoch
   picked on the eval split, MiniLM one epoch, SST-2/IMDB on reduced data), else None."""
-  name = f"{model}_{dataset}" + (split_suffix(split) if split != DEFAULT_SPLITS.get(dataset) else "")
+  # A reference on a split other than the registry's evaluation split is named for it (references.py --eval-split).
+  name = f"{model}_{dataset}" + (split_suffix(split) if split != get_spec(dataset).eval_split else "")
   r = load(f"references/{name}.json").get(name)
   if r or name != f"{model}_{dataset}":
     return (r["eval_accuracy"], "") if r else (None, "")

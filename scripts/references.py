@@ -76,8 +76,7 @@ def main(argv: list[str]) -> int:
   p.add_argument("--eval-split", default="",
                  help="evaluate on this split instead of the dataset's default (runs and result are named for it)")
   args = p.parse_args(argv)
-  if args.eval_split:
-    args.extra = [*args.extra, f"--config.data.eval_split={args.eval_split}"]
+  extra = [*args.extra, *([f"--config.data.eval_split={args.eval_split}"] if args.eval_split else [])]
   suffix = split_suffix(args.eval_split)
   datasets = DATASETS if args.datasets == ["all"] else args.datasets
   unknown = sorted(set(datasets) - set(DATASETS))
@@ -95,7 +94,7 @@ def main(argv: list[str]) -> int:
       job = todo.pop(0)
       shutil.rmtree(os.path.join(ROOT, job[2]), ignore_errors=True)  # an unfinished run starts over
       os.makedirs(os.path.join(ROOT, job[2]))
-      cmd = command(args.model, job[0], job[1], job[2], args.extra)
+      cmd = command(args.model, job[0], job[1], job[2], extra)
       print("==", shlex.join(["python", *cmd[1:]]), flush=True)
       log = open(os.path.join(ROOT, job[2], "log.txt"), "w")
       running.append((subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), job))
@@ -130,9 +129,9 @@ def main(argv: list[str]) -> int:
                                  for k, r in sorted(done.items())},
                   train_rows=best["train_rows"], holdout_rows=best["holdout_rows"], eval_rows=best["eval_rows"],
                   max_len=recipes.MAX_LEN.get(d, 64), steps=best["steps"],
-                  command=shlex.join(["python", *command(args.model, d, lr, "WORKDIR", args.extra)[1:]]),
+                  command=shlex.join(["python", *command(args.model, d, lr, "WORKDIR", extra)[1:]]),
                   grid_command=shlex.join(["python", "scripts/references.py", args.model, d,
-                                           *[f"--extra={e}" for e in args.extra if "eval_split" not in e],
+                                           *[f"--extra={e}" for e in args.extra],
                                            *([f"--lrs={args.lrs}"] if args.lrs else []),
                                            *([f"--eval-split={args.eval_split}"] if args.eval_split else [])]),
                   git_commit=os.environ.get("GIT_COMMIT") or subprocess.run(
