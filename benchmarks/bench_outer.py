@@ -362,8 +362,8 @@ def worker(job: dict) -> dict:
     runtime.configure()  # the XLA settings the command line runs with
   if kind == "peak-jax":
     return dict(flops_per_s=peak_jax(job["n"], job["tries"]))
-  if kind == "devices-jax":
-    return dict(devices=jax_devices())
+  if kind == "devices-jax":  # after runtime.configure(): the flags every JAX worker runs with
+    return dict(devices=jax_devices(), xla_flags=os.environ.get("XLA_FLAGS", ""))
   if kind == "peak-torch":
     return dict(flops_per_s=peak_torch(job["n"], job["tries"]))
   bc = BenchConfig(**job["config"])
@@ -577,8 +577,14 @@ def sweep_T(args: argparse.Namespace) -> list[str]:
   return out
 
 
+# Environment variables that cap the instruction set a library dispatches to (unset: the CPU's own best).
+# With XLA_FLAGS=--xla_cpu_max_isa=AVX2 they emulate an AVX2-only CPU on an AVX-512 one, except for the
+# kernels that jaxlib's YNNPACK picks by CPUID, which no flag caps.
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+
+
 def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.datetime,
-           load: tuple[float, ...], devices: str) -> list[str]:
+           load: tuple[float, ...], devices: str, xla_flags: str = "") -> list[str]:
   """Everything needed to reproduce or discount the numbers (the CPU is often shared)."""
   packages = ("jax", "jaxlib", "flax", "torch", "transformers")
   versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in packages)
@@ -593,6 +599,8 @@ def header(args: argparse.Namespace, peaks: dict[str, float], started: datetime.
       f"{' '.join(f'{v:.2f}' for v in load)}",
       f"Versions: python {platform.python_version()}, {versions}",
       f"Devices: JAX on {devices}; torch on the CPU (benchmarks/torch_reference.py never leaves it)",
+      f"Flags in force: JAX workers XLA_FLAGS={xla_flags or 'unset'} (after distill_jax.runtime.configure()); "
+      + ", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in ISA_CAPS),
       f"Threads: workers pinned to {args.cpus or len(os.sched_getaffinity(0))} CPU(s) (the frameworks' default thread "
       f"counts follow); OMP_WAIT_POLICY={omp_wait_policy()}",
       f"Allocator: workers run with GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', 'unset')}; "
@@ -671,11 +679,12 @@ def main(argv: Optional[list[str]] = None) -> None:
   kinds = sorted({"torch" if f == "torch" else "jax" for f in args.frameworks})
   only = args.sweep_T or args.agreement
   peaks = {} if only else measure_peak(kinds, args.peak_n, args.cpus)
-  devices = spawn(dict(kind="devices-jax", cpus=args.cpus))["devices"] if only or "jax" in kinds else "—"
+  jax_env = spawn(dict(kind="devices-jax", cpus=args.cpus)) if only or "jax" in kinds else {}
+  devices, xla_flags = jax_env.get("devices", "—"), jax_env.get("xla_flags", "")
   body = sweep_T(args) if args.sweep_T else agreement(args) if args.agreement else bench_configs(args, max(peaks.values()))
   title = " (T sweep)" if args.sweep_T else " (meta-gradient agreement)" if args.agreement else ""
   report = "\n\n".join(["# Outer-step benchmark" + title,
-                        "\n".join(f"- {line}" for line in header(args, peaks, started, load, devices)), *body]) + "\n"
+                        "\n".join(f"- {line}" for line in header(args, peaks, started, load, devices, xla_flags)), *body]) + "\n"
   print(report)
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -70,9 +71,17 @@ def test_sweep_segments_reach_the_engine_config():
       bench_outer.parse_args(bad)
 
 
-def test_report_names_the_jax_device():
+def test_report_names_the_jax_device_and_the_flags_in_force(monkeypatch):
+  import datetime
   import jax
-  assert bench_outer.worker(dict(kind="devices-jax"))["devices"] == f"cpu (cpu) × {jax.device_count()}"
+  r = bench_outer.worker(dict(kind="devices-jax"))
+  assert r["devices"] == f"cpu (cpu) × {jax.device_count()}" and r["xla_flags"] == os.environ.get("XLA_FLAGS", "")
+  monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # an ISA cap (emulating an AVX2 host) is named in the report
+  lines = bench_outer.header(bench_outer.parse_args([]), {}, datetime.datetime.now(), (0.0, 0.0, 0.0), r["devices"],
+                             "--xla_cpu_max_isa=AVX2")
+  flags = next(l for l in lines if l.startswith("Flags in force"))
+  assert "XLA_FLAGS=--xla_cpu_max_isa=AVX2" in flags and "ATEN_CPU_CAPABILITY=avx2" in flags
+  assert "MKL_ENABLE_INSTRUCTIONS=" in flags
 
 
 def test_smoke_config_runs_only_when_asked():
