@@ -454,10 +454,43 @@ def addressable_table() -> str:
   return with_commands(rows, runs)
 
 
+# The outer-step reports of bench_outer.py, one per host class (outer_no_malloc_thp.md is an allocator ablation).
+HOST_REPORTS = ("outer.md", "outer_intel_avx512_amx.md", "outer_emulated_avx2.md")
+BENCH_CONFIGS = ("M=4 L=32 T=10", "M=20 L=64 T=30", "M=40 L=64 T=100")
+
+
+def host_classes_table() -> str:
+  """Float32 JAX against the PyTorch reference per host class, from each report's speed-up table."""
+  rows = ["| report | CPU | ISA caps in force | float32 matmul peak, GFLOP/s | "
+          + " | ".join(f"{c}: JAX speed-up" for c in BENCH_CONFIGS) + " | ≥ 1.5× |", "|---|" + "---|" * (4 + len(BENCH_CONFIGS))]
+  for name in HOST_REPORTS:
+    path = os.path.join(ROOT, "benchmarks", "results", name)
+    if not os.path.exists(path):
+      continue
+    lines = open(path).read().splitlines()
+    field = lambda key: next((l.split(": ", 1)[1] for l in lines if l.startswith(f"- {key}")), "")
+    cpu = field("CPU").split("; load")[0]
+    peak = re.findall(r"(jax|torch) ([\d.]+) GFLOP/s", field("Float32 matmul peak"))
+    flags = field("Flags in force")
+    caps = [c for c in re.findall(r"(\w+=[^,;\s]+)", flags.split("; ", 1)[-1]) if not c.endswith("=unset")]
+    caps += re.findall(r"--xla_cpu_max_isa=\w+", flags)
+    speed = {}
+    for l in lines:
+      cells = [c.strip() for c in l.strip("|").split("|")]
+      if len(cells) > 5 and cells[1] == "jax" and cells[5].endswith("×"):
+        speed[next((c for c in BENCH_CONFIGS if cells[0].startswith(c)), cells[0])] = float(cells[5][:-1])
+    met = sum(v >= 1.5 for v in speed.values())
+    rows.append(f"| `{name}` | {cpu} | {', '.join(caps) or ('none' if flags else 'not recorded')} | "
+                f"{', '.join(f'{fw} {v}' for fw, v in peak)} | "
+                + " | ".join(f"{speed[c]:.2f}×" if c in speed else "—" for c in BENCH_CONFIGS)
+                + f" | {met} of {len(speed)} |")
+  return "\n".join(rows)
+
+
 def benchmark_table() -> str:
   """The tables and the reproduction lines of the committed benchmark reports, verbatim."""
   out = []
-  for name in ("outer.md", "outer_no_malloc_thp.md", "agreement.md", "sweep_T.md", "sweep_T_segments.md"):
+  for name in (*HOST_REPORTS, "outer_no_malloc_thp.md", "agreement.md", "sweep_T.md", "sweep_T_segments.md"):
     path = os.path.join(ROOT, "benchmarks", "results", name)
     if not os.path.exists(path):
       continue
@@ -477,7 +510,8 @@ TABLES = {"quickstart": quickstart, "recipes": recipes_table, "references": refe
           "budgets": budgets_table, "targets": targets_table, "attention": attention_table, "small_sets": small_sets_table, "faults": faults_table, "table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
           "pooling": pooling_table, "coverage": coverage_table,
           "remedies": remedies_table, "sensitivity": sensitivity_table,
-          "addressable": addressable_table, "benchmark": benchmark_table}
+          "addressable": addressable_table, "benchmark": benchmark_table,
+          "host_classes": host_classes_table}
 DOCS = ("README.md", "docs/results.md", "docs/diagnosis.md", "docs/troubleshooting.md", "benchmarks/README.md")
 
 
