@@ -120,14 +120,18 @@ def references_table() -> str:
   old = load("table1/*.json")
   for d in RECIPE_DATASETS:
     for model, label in (("minilm", "MiniLM-L6 (pretrained)"), ("tiny", "BERT-Tiny (random init)")):
-      r, o = runs.get(f"{model}_{d}"), old.get(f"{model}_{d}")
+      base, o = f"{model}_{d}", old.get(f"{model}_{d}")
       prev = pct(o["best_eval_accuracy"]) if o else "—"
-      if not r:
+      if base not in runs:
         rows.append(f"| {NAMES[d]} | {label} | not measured yet | — | — | — | — | {prev} | — |")
-        continue
-      rows.append(f"| {NAMES[d]} | {label} | {pct(r['eval_accuracy'])} | {r['learning_rate']:g} | {r['best_epoch'] + 1} | "
-                  f"{pct(r['holdout_accuracy'])} | {r['train_rows']:,} / {r['holdout_rows']:,} / {r['eval_rows']:,} | "
-                  f"{prev} | {'; '.join(r.get('hosts', [r.get('host', '?')]))} |")
+      # The dataset's default split, then references on other splits (references.py --eval-split).
+      for name in sorted((n for n in runs if n == base or n.startswith(base + "_")), key=lambda n: n != base):
+        r = runs[name]
+        split = f" ({r['eval_split']} split)" if name != base else ""
+        rows.append(f"| {NAMES[d]}{split} | {label} | {pct(r['eval_accuracy'])} | {r['learning_rate']:g} | "
+                    f"{r['best_epoch'] + 1} | {pct(r['holdout_accuracy'])} | "
+                    f"{r['train_rows']:,} / {r['holdout_rows']:,} / {r['eval_rows']:,} | "
+                    f"{prev if name == base else '—'} | {'; '.join(r.get('hosts', [r.get('host', '?')]))} |")
   note = lambda r: f" ({r['note']})" if r.get("note") else ""
   cmds = [f"- `{n}`: `{r['grid_command']}`{note(r)}" for n, r in runs.items()]
   return "\n".join(rows + ["", "Commands (each grid point's own command is in its result file):", *cmds])
