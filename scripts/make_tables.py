@@ -196,6 +196,21 @@ def small_sets_table() -> str:
 FULL_1PC, OVER_KCENTER, OVER_RANDOM_5PC, ATTENTION_AIM = 0.90, 0.03, 0.10, 0.95
 
 
+def why_short(r: dict, short: float) -> str:
+  """The evidence a miss comes with: its size in standard errors of the distilled mean, and whether the
+  distillation's periodic checks were still rising at its last outer step (a budget cut before its plateau)."""
+  d = r["distilled"]  # std is over the models (ddof 0): the mean's standard error is std / √(n − 1)
+  se = d["std"] / (d["n"] - 1) ** 0.5 if d["n"] > 1 else 0.0
+  notes = [f"{short / se:.1f} standard errors of the {d['n']}-model mean"] if se else []
+  checks = [(h["step"], h[k], rows) for h in r.get("history", []) for k, rows in
+            (("holdout_accuracy", "held-out training rows"), ("eval_accuracy", "eval-split rows")) if k in h]
+  if len(checks) >= 2 and checks[-1][1] > checks[-2][1]:
+    (s0, a0, _), (s1, a1, rows) = checks[-2:]
+    notes.append(f"its checks on {rows} still rising at the last outer step ({pct(a0)} → {pct(a1)}, "
+                 f"steps {s0} → {s1})")
+  return f" ({'; '.join(notes)})" if notes else ""
+
+
 def targets_table() -> str:
   """Pass or miss (and by how much) for every target cell; unmeasured cells say the command that fills them."""
   runs, attention = load("budgets/*.json"), load("attention/*.json")
@@ -211,7 +226,7 @@ def targets_table() -> str:
       rows.append(f"| {label} | {mean_std(r['distilled'])}, no full-data reference on {r['eval_split']} yet | — |")
       return
     got = r["distilled"]["mean"]
-    verdict = "pass" if got >= need * f else f"miss by {100 * (need * f - got):.2f} points"
+    verdict = "pass" if got >= need * f else f"miss by {100 * (need * f - got):.2f} points{why_short(r, need * f - got)}"
     rows.append(f"| {label} | {pct(got)} of {pct(f)}{mark} = {100 * got / f:.1f}% | {verdict} |")
 
   def margin(label: str, r: dict | None, key: str, need: float, d: str, k: int) -> None:
@@ -219,7 +234,7 @@ def targets_table() -> str:
       rows.append(f"| {label} | {todo(d, k)} |")
       return
     gap = r["distilled"]["mean"] - r[key]["mean"]
-    verdict = "pass" if gap >= need else f"miss by {100 * (need - gap):.2f} points"
+    verdict = "pass" if gap >= need else f"miss by {100 * (need - gap):.2f} points{why_short(r, need - gap)}"
     rows.append(f"| {label} | {pct(r['distilled']['mean'])} − {pct(r[key]['mean'])} = {100 * gap:+.2f} | {verdict} |")
 
   for d in RECIPE_DATASETS:
