@@ -46,17 +46,14 @@ def features(model: bert.BertForSequenceClassification, params: modeling.Params,
 
   With a pretrained body these are sentence embeddings; with a random-init θ0
   they are random features, and the coresets built on them are only as good
-  as those. The classifier head is unused. The last batch is padded so one
-  compilation serves every batch.
+  as those. The classifier head is unused. Batches of similar length
+  (`data.length_batches`) skip most of the padding.
   """
   pooled = _pooled_fn(model)
-  out = []
-  for start in range(0, len(split), batch_size):
-    ids = split.input_ids[start:start + batch_size]
-    mask = split.attention_mask[start:start + batch_size]
-    pad = ((0, batch_size - ids.shape[0]), (0, 0))
-    out.append(np.asarray(pooled(params, np.pad(ids, pad), np.pad(mask, pad)))[:ids.shape[0]])
-  return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)
+  out = np.zeros((len(split), model.config.hidden_size), np.float32)
+  for idx, ids, mask in data.length_batches(split, batch_size):
+    out[idx] = np.asarray(pooled(params, ids, mask))[:len(idx)]
+  return out
 
 
 def _kcenter(x: np.ndarray, n: int) -> np.ndarray:

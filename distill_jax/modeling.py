@@ -4,7 +4,7 @@ trainable/frozen split and the classification loss."""
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import chex
 import flax.traverse_util as tu
@@ -13,11 +13,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from distill_jax import data
 from distill_jax.errors import UserError
 from distill_jax.models import bert
-
-if TYPE_CHECKING:
-  from distill_jax import data
 
 Params = dict
 WORD_EMBEDDINGS = ("embeddings", "word_embeddings", "embedding")
@@ -194,21 +192,16 @@ def set_loss(model: bert.BertForSequenceClassification, params: Params, batch: d
   return ce + attention_weight * attention_kl(batch["attention"], attention, batch["attention_mask"])
 
 
-def accuracy(model: bert.BertForSequenceClassification, params: Params, split: "data.Split",
-             batch_size: int = 256) -> float:
-  """Accuracy over the whole split; the last batch is padded so one compilation serves all."""
+def accuracy(model: bert.BertForSequenceClassification, params: Params, split: data.Split,
+             batch_size: int = 256, length_multiple: int = 16) -> float:
+  """Accuracy over the whole split, in batches of similar length (`data.length_batches`; a
+  `length_multiple` of max_len or more keeps every batch at full length)."""
   predict = _predict_fn(model)
-  correct, n = 0, len(split)
-  for start in range(0, n, batch_size):
-    ids = split.input_ids[start:start + batch_size]
-    mask = split.attention_mask[start:start + batch_size]
-    real = ids.shape[0]
-    if real < batch_size:
-      pad = ((0, batch_size - real), (0, 0))
-      ids, mask = np.pad(ids, pad), np.pad(mask, pad)
-    pred = np.asarray(predict(params, ids, mask))[:real]
-    correct += int((pred == split.labels[start:start + real]).sum())
-  return correct / max(n, 1)
+  correct = 0
+  for idx, ids, mask in data.length_batches(split, batch_size, length_multiple):
+    pred = np.asarray(predict(params, ids, mask))[:len(idx)]
+    correct += int((pred == split.labels[idx]).sum())
+  return correct / max(len(split), 1)
 
 
 @functools.lru_cache(maxsize=None)

@@ -649,6 +649,25 @@ def test_stacked_batches():
       data.stacked_batches(split, 4, 13, seed=4)["labels"], stacked["labels"])
 
 
+def test_length_batches_cover_every_row_once_cut_to_what_it_needs():
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(1, 41, 23)
+  mask = (np.arange(40)[None] < lengths[:, None]).astype(np.int32)
+  ids = np.where(mask > 0, rng.integers(1, 99, mask.shape), 0).astype(np.int32)
+  split = data.Split(ids, mask, np.zeros(23, np.int32), [""] * 23)
+  seen = []
+  for idx, b_ids, b_mask in data.length_batches(split, 5, multiple=16):
+    assert b_ids.shape == b_mask.shape and b_ids.shape[0] == 5  # the last batch is padded to full size
+    assert b_ids.shape[1] in (16, 32, 40)  # rounded up to 16, never past max_len
+    assert b_ids.shape[1] >= lengths[idx].max() and b_ids.shape[1] - 16 < lengths[idx].max()
+    np.testing.assert_array_equal(b_ids[:len(idx)], ids[idx, :b_ids.shape[1]])
+    np.testing.assert_array_equal(b_mask[:len(idx)].sum(1), lengths[idx])  # no real token is cut
+    assert not b_mask[len(idx):].any()
+    seen.extend(idx.tolist())
+  assert sorted(seen) == list(range(23))
+  assert [lengths[i] for i in seen] == sorted(lengths)  # similar lengths share a batch
+
+
 def _numbered_split(n: int) -> data.Split:
   ids = np.arange(n, dtype=np.int32)[:, None].repeat(4, 1)
   return data.Split(input_ids=ids, attention_mask=np.ones_like(ids), labels=(np.arange(n) % 2).astype(np.int32),

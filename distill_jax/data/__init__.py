@@ -41,8 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from distill_jax.data.batching import (batch_iterator, num_batches,
-                                       sample_per_class, stacked_batches)
+from distill_jax.data.batching import (batch_iterator, length_batches,
+                                       num_batches, sample_per_class,
+                                       stacked_batches)
 from distill_jax.data.cache import (cache_key, cache_path, read_cache,
                                     write_cache)
 from distill_jax.data.registry import REGISTRY, DatasetSpec, get_spec
@@ -136,6 +137,7 @@ __all__ = [
     "CACHE_ENV", "DATA_DIR_ENV", "HUB", "HUB_VOCAB", "LOCAL_FORMATS",
     "REGISTRY", "VOCAB_ENV", "DatasetSpec", "Split", "batch_iterator",
     "default_cache_dir", "default_data_dir", "default_vocab", "get_spec",
-    "get_tokenizer", "holdout", "load_split", "load_texts", "num_batches",
+    "get_tokenizer", "holdout", "length_batches", "load_split", "load_texts",
+    "num_batches",
     "sample_per_class", "stacked_batches",
 ]
