@@ -28,7 +28,8 @@ def test_targets_pass_miss_and_unmeasured_cells(tmp_path, monkeypatch):
          distilled=_accuracy(0.70), history=[dict(step=100, holdout_accuracy=0.60), dict(step=150, meta_loss=1.0),
                                              dict(step=200, holdout_accuracy=0.65)])
   _write(tmp_path, "budgets/sst2_minilm_5pc.json", dataset="sst2", n_per_class=5, eval_split="validation",
-         distilled=_accuracy(0.75), kcenter_subset=_accuracy(0.73), random_subset=_accuracy(0.60))
+         distilled=_accuracy(0.75), kcenter_subset=_accuracy(0.73), random_subset=_accuracy(0.60),
+         history=[dict(step=75, holdout_accuracy=0.70), dict(step=100, holdout_accuracy=0.705)])  # level: a plateau
   # A run on a split with no reference yet is reported as such, not judged against another split's reference.
   _write(tmp_path, "budgets/rotten_tomatoes_minilm_1pc.json", dataset="rotten_tomatoes", n_per_class=1,
          eval_split="test", distilled=_accuracy(0.75))
@@ -37,10 +38,12 @@ def test_targets_pass_miss_and_unmeasured_cells(tmp_path, monkeypatch):
   measured, verdict = rows[("1/class ≥ 90% of full", "SST-2 1/class")]
   assert measured.strip() == "70.00 of 80.00 = 87.5%"
   assert verdict.strip() == ("miss by 2.00 points (6.0 standard errors of the 10-model mean; its checks on held-out "
-                             "training rows still rising at the last outer step (60.00 → 65.00, steps 100 → 200))")
+                             "training rows still rising at the last outer steps (60.00 → 65.00, steps 100 → 200))")
   measured, verdict = rows[("≥ 3 points over K-Center", "SST-2 5/class")]
   assert measured.strip() == "75.00 − 73.00 = +2.00"
-  assert verdict.strip() == "miss by 1.00 points (3.0 standard errors of the 10-model mean)"
+  assert verdict.strip() == ("miss by 1.00 points (3.0 standard errors of the 10-model mean; its checks on held-out "
+                             "training rows level (within 1.00 point) over the last outer steps (70.00 → 70.50, "
+                             "steps 75 → 100))")
   assert rows[("≥ 10 points over Random", "SST-2 5/class")][1].strip() == "pass"
   assert "no full-data reference on test" in rows[("1/class ≥ 90% of full", "Rotten Tomatoes 1/class")][0]
   assert "bash scripts/budgets.sh sst2 10" in rows[("≥ 3 points over K-Center", "SST-2 10/class")][0]
