@@ -9,7 +9,7 @@ longest row rounded up to 16 tokens (`data.length_batches`); this times both
 ways on the real splits with the MiniLM-L6 recipes' model and checks that they
 agree. (The equal-storage and real-data-ceiling baselines train on minibatches
 of 256 and 64 real rows at full length, which the cut does not touch: in the
-SST-2 1/class evaluation they took 20 of its 38 minutes.)
+SST-2 1/class evaluation the equal-storage one alone took 20 of its 38 minutes.)
 
   python benchmarks/bench_eval.py --out benchmarks/results/eval.md
 """
