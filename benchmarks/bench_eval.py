@@ -37,14 +37,14 @@ from distill_jax import experiment, modeling, runtime  # noqa: E402
 CONFIGS = {"sst2": sst2, "rotten_tomatoes": rotten_tomatoes, "ag_news": agnews, "trec": trec}
 
 
-def seconds(fn, repeats: int) -> float:
-  fn()  # compiles every shape it needs
-  times = []
+def seconds(fn, repeats: int) -> tuple[float, float]:
+  """Median seconds of `repeats` calls after one that compiles every shape it needs, and the value."""
+  value, times = fn(), []
   for _ in range(repeats):
     start = time.perf_counter()
     fn()
     times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  return float(np.median(times)), value
 
 
 def main() -> None:
@@ -63,8 +63,8 @@ def main() -> None:
     for which, split in (("eval split", exp.eval), ("held-out training rows", exp.holdout)):
       score = {m: (lambda m=m: modeling.accuracy(exp.model, params, split, exp.cfg.evaluate.batch_size, m))
                for m in (max_len, 16)}
-      full, cut = seconds(score[max_len], args.repeats), seconds(score[16], args.repeats)
-      same = score[max_len]() == score[16]()
+      (full, acc_full), (cut, acc_cut) = seconds(score[max_len], args.repeats), seconds(score[16], args.repeats)
+      same = acc_full == acc_cut
       rows.append([name, which, f"{len(split):,}", f"{split.attention_mask.sum(1).mean():.1f} / {max_len}",
                    f"{full:.2f}", f"{cut:.2f}", f"{full / cut:.2f}×", "yes" if same else "NO"])
       print(" | ".join(rows[-1]), flush=True)

@@ -213,7 +213,7 @@ LEVEL = 0.01
 def why_short(r: dict, short: float, held_reference: float | None = None) -> str:
   """The evidence a miss comes with: its size in standard errors of the distilled mean; whether the
   distillation's periodic checks were still rising at its last outer step (a budget cut before its plateau)
-  or level (more outer steps of the same recipe would not close it); and, given the reference's accuracy on
+  or level within `LEVEL` (a plateau); and, given the reference's accuracy on
   the same held-out training rows, the last check's share of it (the shortfall where the eval split's
   own distribution plays no part)."""
   d = r["distilled"]  # std is over the models (ddof 0): the mean's standard error is std / √(n − 1)
@@ -245,8 +245,9 @@ def targets_table() -> str:
       rows.append(f"| {label} | {mean_std(r['distilled'])}, no full-data reference on {r['eval_split']} yet | — |")
       return
     got = r["distilled"]["mean"]
-    why = why_short(r, need * f - got, reference_holdout("minilm", r["dataset"], r["eval_split"]))
-    verdict = "pass" if got >= need * f else f"miss by {100 * (need * f - got):.2f} points{why}"
+    verdict = "pass" if got >= need * f else (
+        f"miss by {100 * (need * f - got):.2f} points"
+        f"{why_short(r, need * f - got, reference_holdout('minilm', r['dataset'], r['eval_split']))}")
     rows.append(f"| {label} | {pct(got)} of {pct(f)}{mark} = {100 * got / f:.1f}% | {verdict} |")
 
   def margin(label: str, r: dict | None, key: str, need: float, d: str, k: int) -> None:

@@ -138,6 +138,5 @@ __all__ = [
     "REGISTRY", "VOCAB_ENV", "DatasetSpec", "Split", "batch_iterator",
     "default_cache_dir", "default_data_dir", "default_vocab", "get_spec",
     "get_tokenizer", "holdout", "length_batches", "load_split", "load_texts",
-    "num_batches",
-    "sample_per_class", "stacked_batches",
+    "num_batches", "sample_per_class", "stacked_batches",
 ]
