@@ -146,6 +146,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluate.equal_storage_batch_size = 256  # its inner minibatch when inner.batch_size=0 and it has more rows
   c.evaluate.lr_grid = (0.001, 0.003, 0.01, 0.03, 0.1)
   c.evaluate.ceiling_batch_size = 64  # real-data T-step ceiling with this minibatch (0 = skip)
+  # A folder where ceilings are kept and reused by evaluations with the same data, model, inner loop and grid
+  # (evaluate.ceiling_key): every budget of a dataset shares one. "" = measure it every time.
+  c.evaluate.ceiling_cache = ""
   c.evaluate.decode = True  # nearest-token decoding of the synthetic set, evaluated as a training set
   c.evaluate.batch_size = 256
   return c

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import os
 from typing import Callable
 
@@ -18,7 +20,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import checkpoint, config as config_lib, coreset, data, decode, export, fit, modeling, synthetic
+from distill_jax import checkpoint, config as config_lib, coreset, data, decode, export, fit, metrics, modeling, synthetic
 from distill_jax.errors import UserError
 
 
@@ -88,6 +90,46 @@ def real_ceiling(model, init_fn, train: data.Split, num_classes: int, spec: fit.
   accs = evaluate_set(model, init_fn, arrays, jnp.full((spec.steps,), best_lr), spec, split, seeds,
                       batch_size=eval_batch_size)
   return dict(summary(accs), lr=best_lr, lr_scores=scores, steps=spec.steps, batch_size=batch_size)
+
+
+# Bump when the ceiling's procedure changes, so no earlier measurement is reused for it.
+CEILING_VERSION = 1
+
+
+def ceiling_key(cfg: ml_collections.ConfigDict) -> dict:
+  """What the real-data ceiling depends on: data, model, θ0 distribution, inner loop, grid and seeds.
+
+  Not the set: every budget of one dataset and recipe shares one ceiling, so
+  `evaluate.ceiling_cache` lets them measure it once.
+  """
+  d, e = cfg.data, cfg.evaluate
+  return dict(version=CEILING_VERSION, seed=cfg.seed,
+              data={k: d[k] for k in ("dataset", "data_dir", "vocab", "train_split", "eval_split", "max_len",
+                                      "train_limit", "eval_limit", "holdout_rows")},
+              model=cfg.model.to_dict(), init=cfg.init.to_dict(), inner=cfg.inner.to_dict(),
+              evaluate=dict(lr_grid=[float(x) for x in e.lr_grid], seeds=e.seeds, batch_size=e.ceiling_batch_size))
+
+
+def cached(folder: str, name: str, key: dict, compute: Callable[[], dict]) -> dict:
+  """`compute()`, or the result an earlier call stored under `folder` for the same `key` (then with
+  `reused_from`). A damaged or foreign file is measured again and replaced."""
+  blob = json.dumps(key, sort_keys=True, default=str)
+  path = os.path.join(folder, f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.json")
+  try:
+    with open(path) as f:
+      stored = json.load(f)
+    if json.dumps(stored["key"], sort_keys=True, default=str) == blob:
+      logging.info("reusing %s (measured for the same settings)", path)
+      return dict(stored["result"], reused_from=path)
+    logging.warning("%s holds another measurement's settings; measuring again", path)
+  except FileNotFoundError:
+    pass
+  except (OSError, ValueError, KeyError, TypeError) as err:
+    logging.warning("cannot read %s (%s); measuring again and replacing it", path, err)
+  result = compute()
+  os.makedirs(folder, exist_ok=True)
+  metrics.write_json(path, dict(key=key, result=result))
+  return result
 
 
 def real_baseline(exp, spec: fit.InnerSpec, idx: np.ndarray) -> dict:
@@ -280,9 +322,10 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
   if e.equal_storage:
     result["equal_storage_subset"] = equal_storage_subset(exp, spec, result["storage"]["bytes"])
   if e.ceiling_batch_size:
-    result["real_ceiling"] = real_ceiling(exp.model, exp.init_fn, exp.train, exp.num_classes, spec,
-                                          exp.holdout, exp.eval, tuple(e.lr_grid), e.seeds, e.ceiling_batch_size,
-                                          e.batch_size)
+    measure = lambda: real_ceiling(exp.model, exp.init_fn, exp.train, exp.num_classes, spec, exp.holdout,
+                                   exp.eval, tuple(e.lr_grid), e.seeds, e.ceiling_batch_size, e.batch_size)
+    result["real_ceiling"] = (cached(e.ceiling_cache, f"ceiling-{exp.spec.name}", ceiling_key(cfg), measure)
+                              if e.ceiling_cache else measure())
     logging.info("real-data ceiling (T=%d, batch %d): %.4f ± %.4f", spec.steps, e.ceiling_batch_size,
                  result["real_ceiling"]["mean"], result["real_ceiling"]["std"])
   if e.decode:

@@ -22,5 +22,7 @@ budget=()
 [ "$k" -gt 1 ] && budget=(--config.outer.steps=100 --config.outer.eval_every=25)
 # Rotten Tomatoes reports its test split (nothing is chosen on it or on validation: data.holdout_rows).
 [ "$dataset" = rotten_tomatoes ] && budget+=(--config.data.eval_split=test)
-python scripts/distill_eval.py --out "$out" --run "$run" --seeds 10 "${extra[@]}" -- "--config=$config" \
+# The real-data ceiling depends on the dataset and recipe, not on K: measured once, kept in results/ceilings/.
+python scripts/distill_eval.py --out "$out" --run "$run" --seeds 10 "${extra[@]}" \
+  --eval-arg=--config.evaluate.ceiling_cache=results/ceilings -- "--config=$config" \
   "--config.synthetic.n_per_class=$k" "${budget[@]}" "$@"

@@ -44,16 +44,21 @@ def test_distill_then_evaluate_end_to_end(tmp_path):
   assert not any("eval_accuracy" in r for r in records) and "held-out accuracy" in r.stderr
   r = cli(tmp_path, f"--workdir={tmp_path}/e", "--config.mode=evaluate", f"--config.evaluate.checkpoint={tmp_path}/d",
           "--config.evaluate.seeds=2", "--config.evaluate.lr_grid=(0.01,)",
-          "--config.evaluate.decode=False", *TINY)
+          "--config.evaluate.decode=False", f"--config.evaluate.ceiling_cache={tmp_path}/ceilings", *TINY)
   assert r.returncode == 0, r.stderr[-2000:]
   result = json.load(open(tmp_path / "e" / "result_evaluate.json"))
   assert result["outer_steps"] == 3 and result["distilled"]["n"] == 2
-  # The Orbax checkpoint alone reproduces the reported accuracies in a fresh process.
+  assert result["real_ceiling"]["n"] == 2 and "reused_from" not in result["real_ceiling"]
+  # The Orbax checkpoint alone reproduces the reported accuracies in a fresh process, and the ceiling
+  # (the same data, model, inner loop and grid) is read back instead of measured again.
   r = cli(tmp_path, f"--workdir={tmp_path}/again", "--config.mode=evaluate", f"--config.evaluate.checkpoint={tmp_path}/d",
-          "--config.evaluate.seeds=2", "--config.evaluate.baselines=False", "--config.evaluate.decode=False", *TINY)
+          "--config.evaluate.seeds=2", "--config.evaluate.lr_grid=(0.01,)", "--config.evaluate.baselines=False",
+          "--config.evaluate.decode=False", f"--config.evaluate.ceiling_cache={tmp_path}/ceilings", *TINY)
   assert r.returncode == 0, r.stderr[-2000:]
   again = json.load(open(tmp_path / "again" / "result_evaluate.json"))
   assert again["distilled"]["accs"] == result["distilled"]["accs"]
+  assert again["real_ceiling"]["accs"] == result["real_ceiling"]["accs"]
+  assert again["real_ceiling"]["reused_from"].startswith(str(tmp_path / "ceilings"))
 
 
 @pytest.mark.parametrize("args,message", [
