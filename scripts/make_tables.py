@@ -208,6 +208,23 @@ FULL_1PC, OVER_KCENTER, OVER_RANDOM_5PC, ATTENTION_AIM = 0.90, 0.03, 0.10, 0.95
 
 # A periodic check within this of the one before reads as level: its models and rows make it no finer.
 LEVEL = 0.01
+# A pass closer to its line than this many standard errors says by how much: another draw of models could miss.
+NARROW = 2.0
+
+
+def standard_error(r: dict) -> float:
+  """Of the distilled mean; std is over the models (ddof 0), so std / √(n − 1)."""
+  d = r["distilled"]
+  return d["std"] / (d["n"] - 1) ** 0.5 if d["n"] > 1 else 0.0
+
+
+def passed(r: dict, spare: float) -> str:
+  """`pass`, with its margin when that is within `NARROW` standard errors."""
+  se = standard_error(r)
+  if se and spare < NARROW * se:
+    return (f"pass by {100 * spare:.2f} points ({spare / se:.1f} standard errors of the {r['distilled']['n']}-model "
+            "mean: a narrow pass)")
+  return "pass"
 
 
 def why_short(r: dict, short: float, held_reference: float | None = None) -> str:
@@ -216,9 +233,8 @@ def why_short(r: dict, short: float, held_reference: float | None = None) -> str
   or level within `LEVEL` (a plateau); and, given the reference's accuracy on
   the same held-out training rows, the last check's share of it (the shortfall where the eval split's
   own distribution plays no part)."""
-  d = r["distilled"]  # std is over the models (ddof 0): the mean's standard error is std / √(n − 1)
-  se = d["std"] / (d["n"] - 1) ** 0.5 if d["n"] > 1 else 0.0
-  notes = [f"{short / se:.1f} standard errors of the {d['n']}-model mean"] if se else []
+  se = standard_error(r)
+  notes = [f"{short / se:.1f} standard errors of the {r['distilled']['n']}-model mean"] if se else []
   checks = [(h["step"], h[k], rows) for h in r.get("history", []) for k, rows in
             (("holdout_accuracy", "held-out training rows"), ("eval_accuracy", "eval-split rows")) if k in h]
   if len(checks) >= 2:
@@ -245,7 +261,7 @@ def targets_table() -> str:
       rows.append(f"| {label} | {mean_std(r['distilled'])}, no full-data reference on {r['eval_split']} yet | — |")
       return
     got = r["distilled"]["mean"]
-    verdict = "pass" if got >= need * f else (
+    verdict = passed(r, got - need * f) if got >= need * f else (
         f"miss by {100 * (need * f - got):.2f} points"
         f"{why_short(r, need * f - got, reference_holdout('minilm', r['dataset'], r['eval_split']))}")
     rows.append(f"| {label} | {pct(got)} of {pct(f)}{mark} = {100 * got / f:.1f}% | {verdict} |")
@@ -255,7 +271,7 @@ def targets_table() -> str:
       rows.append(f"| {label} | {todo(d, k)} |")
       return
     gap = r["distilled"]["mean"] - r[key]["mean"]
-    verdict = "pass" if gap >= need else f"miss by {100 * (need - gap):.2f} points{why_short(r, need - gap)}"
+    verdict = passed(r, gap - need) if gap >= need else f"miss by {100 * (need - gap):.2f} points{why_short(r, need - gap)}"
     rows.append(f"| {label} | {pct(r['distilled']['mean'])} − {pct(r[key]['mean'])} = {100 * gap:+.2f} | {verdict} |")
 
   for d in RECIPE_DATASETS:

@@ -33,6 +33,10 @@ def test_targets_pass_miss_and_unmeasured_cells(tmp_path, monkeypatch):
   # A run on a split with no reference yet is reported as such, not judged against another split's reference.
   _write(tmp_path, "budgets/rotten_tomatoes_minilm_1pc.json", dataset="rotten_tomatoes", n_per_class=1,
          eval_split="test", distilled=_accuracy(0.75))
+  # 72.5/80 = 90.6% clears 90% by 0.5 points, 1.5 standard errors: a pass that says how narrow it is.
+  _write(tmp_path, "references/minilm_trec.json", eval_accuracy=0.80)
+  _write(tmp_path, "budgets/trec_minilm_1pc.json", dataset="trec", n_per_class=1, eval_split="test",
+         distilled=_accuracy(0.725))
   rows = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[3:5]
           for line in make_tables.targets_table().splitlines()[2:]}
   measured, verdict = rows[("1/class ≥ 90% of full", "SST-2 1/class")]
@@ -46,5 +50,7 @@ def test_targets_pass_miss_and_unmeasured_cells(tmp_path, monkeypatch):
                              "training rows level (within 1.00 point) over the last outer steps (70.00 → 70.50, "
                              "steps 75 → 100))")
   assert rows[("≥ 10 points over Random", "SST-2 5/class")][1].strip() == "pass"
+  assert rows[("1/class ≥ 90% of full", "TREC (eval on test) 1/class")][1].strip() == (
+      "pass by 0.50 points (1.5 standard errors of the 10-model mean: a narrow pass)")
   assert "no full-data reference on test" in rows[("1/class ≥ 90% of full", "Rotten Tomatoes 1/class")][0]
   assert "bash scripts/budgets.sh sst2 10" in rows[("≥ 3 points over K-Center", "SST-2 10/class")][0]
