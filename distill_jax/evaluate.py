@@ -20,7 +20,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from distill_jax import checkpoint, config as config_lib, coreset, data, decode, export, fit, metrics, modeling, synthetic
+from distill_jax import (checkpoint, config as config_lib, coreset, data, decode, export, fit, metrics, modeling,
+                         synthetic)
 from distill_jax.errors import UserError
 
 
@@ -113,12 +114,13 @@ def ceiling_key(cfg: ml_collections.ConfigDict) -> dict:
 def cached(folder: str, name: str, key: dict, compute: Callable[[], dict]) -> dict:
   """`compute()`, or the result an earlier call stored under `folder` for the same `key` (then with
   `reused_from`). A damaged or foreign file is measured again and replaced."""
-  blob = json.dumps(key, sort_keys=True, default=str)
+  key = json.loads(json.dumps(key, default=str))  # as a stored key reads back: lists, not tuples
+  blob = json.dumps(key, sort_keys=True)
   path = os.path.join(folder, f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.json")
   try:
     with open(path) as f:
       stored = json.load(f)
-    if json.dumps(stored["key"], sort_keys=True, default=str) == blob:
+    if stored["key"] == key:
       logging.info("reusing %s (measured for the same settings)", path)
       return dict(stored["result"], reused_from=path)
     logging.warning("%s holds another measurement's settings; measuring again", path)

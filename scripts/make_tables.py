@@ -271,7 +271,8 @@ def targets_table() -> str:
       rows.append(f"| {label} | {todo(d, k)} |")
       return
     gap = r["distilled"]["mean"] - r[key]["mean"]
-    verdict = passed(r, gap - need) if gap >= need else f"miss by {100 * (need - gap):.2f} points{why_short(r, need - gap)}"
+    verdict = (passed(r, gap - need) if gap >= need
+               else f"miss by {100 * (need - gap):.2f} points{why_short(r, need - gap)}")
     rows.append(f"| {label} | {pct(r['distilled']['mean'])} − {pct(r[key]['mean'])} = {100 * gap:+.2f} | {verdict} |")
 
   for d in RECIPE_DATASETS:
