@@ -60,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.patience = 2  # epochs without a held-out gain before stopping
   c.train.eval_batch_size = 256
   c.train.chunk_steps = 100  # optimizer steps per jitted scan between progress lines
+  c.train.checkpoint_every = 500  # steps between saves of the training state (also at each epoch's end)
 
   # Synthetic set (mode=distill).
   c.synthetic = ml_collections.ConfigDict()

@@ -143,6 +143,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       (t.batch_size >= 1 and t.epochs >= 1, "train.batch_size and train.epochs must be >= 1"),
       (t.chunk_steps >= 1 and t.eval_batch_size >= 1, "train.chunk_steps and train.eval_batch_size must be >= 1"),
       (t.warmup_steps >= 0 and t.patience >= 0, "train.warmup_steps and train.patience must be >= 0"),
+      (t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
       (e.seeds >= 1, "evaluate.seeds must be >= 1"),
       (e.batch_size >= 1, "evaluate.batch_size must be >= 1"),
       (e.ceiling_batch_size >= 0, "evaluate.ceiling_batch_size must be >= 0 (0 = skip the ceiling)"),

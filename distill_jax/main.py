@@ -81,15 +81,15 @@ def workdir_lock(workdir: str) -> Iterator[None]:
 
 def _what_is_kept(mode: str, workdir: str) -> str:
   return {"distill": f"the checkpoints in {workdir}/checkpoints are intact; rerun the same command to resume",
-          "train": f"the best checkpoint so far is in {workdir}/train_checkpoints; a rerun trains from the start",
+          "train": f"the training state in {workdir}/train_state is intact; rerun the same command to resume",
           "evaluate": "nothing was written yet (results come at the end); rerun the same command"}[mode]
 
 
 def run(cfg, workdir: str) -> dict:
   cfg = config_lib.upgrade_config(cfg)
   config_lib.validate(cfg)  # before any data is read or the workdir is touched
-  if cfg.mode == "distill":
-    distill.check_resumable(cfg, workdir)  # a refused resume leaves the run's files as they were
+  if cfg.mode in ("distill", "train"):  # a refused resume leaves the run's files as they were
+    (distill if cfg.mode == "distill" else train).check_resumable(cfg, workdir)
   if cfg.mode == "evaluate":
     evaluate.check_source(cfg.evaluate.checkpoint)
   parallel.maybe_initialize_distributed(cfg)  # before anything touches a device

@@ -4,6 +4,11 @@ An epoch is a sequence of jitted `inner.unroll` chunks over stacked real
 batches; the step sizes come from a warm-up + linear-decay schedule. The model
 is selected on training rows held out from training (never on the evaluation
 split), and the selected model is evaluated on the evaluation split once.
+
+A run resumes: every `train.checkpoint_every` steps, at each epoch's end and on
+Ctrl-C the whole training state goes to `train_state/`, and the same command
+continues from it. Data order, dropout keys and step sizes are functions of the
+step, so a resumed run ends where an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -12,13 +17,20 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from absl import logging
 
-from distill_jax import checkpoint, data, inner, metrics, modeling
+from distill_jax import checkpoint, config as config_lib, data, inner, metrics, modeling, signals
 from distill_jax.errors import UserError
 from distill_jax.experiment import Experiment
+
+# Config keys that fix a training run's trajectory: resuming under other values would splice two runs.
+TRAJECTORY_KEYS = ("seed", "init.kind", "data.train_split", "data.train_limit", "data.holdout_rows",
+                   "train.optimizer", "train.learning_rate", "train.momentum", "train.weight_decay",
+                   "train.warmup_steps", "train.batch_size", "train.epochs")
+STATE_DIR, BEST_DIR = "train_state", "train_checkpoints"  # never a distillation's folder
 
 
 def lr_schedule(cfg, total_steps: int) -> np.ndarray:
@@ -43,8 +55,38 @@ def make_chunk_fn(exp: Experiment, tx):
   return run_chunk
 
 
+def _check_same_run(saved: dict, current: dict, where: str) -> None:
+  checkpoint.check_compatible(saved, current, where)
+  for key in TRAJECTORY_KEYS:
+    was, now = config_lib.get(saved, key), config_lib.get(current, key)
+    if was != now:
+      raise UserError(f"training state in {where} was written with {key}={was!r} but the config has {now!r}; "
+                      f"use --config.{key}={was!r} to resume it, or a new --workdir")
+
+
+def check_resumable(cfg: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses, before anything is written, to resume a training state that another config wrote."""
+  folder = os.path.join(workdir, STATE_DIR)
+  if os.path.isdir(folder):
+    mngr = checkpoint.manager(folder, create=False)
+    if mngr.all_steps():
+      checkpoint.restore_newest(mngr, check=lambda saved: _check_same_run(saved, cfg.to_dict(), folder))
+
+
+def best_epoch(history: np.ndarray) -> int:
+  """The first epoch with the highest held-out accuracy among those finished (-1 before any)."""
+  done = history[~np.isnan(history)]
+  return int(np.argmax(done)) if done.size else -1
+
+
+def stopped_early(history: np.ndarray, epoch: int, patience: int) -> bool:
+  """Whether epochs before `epoch` went `patience` epochs past the best without beating it."""
+  best = best_epoch(history[:epoch])
+  return epoch > 0 and best != epoch - 1 and epoch - 1 - best >= patience
+
+
 def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
-  """Trains on the training split less its held-out rows; keeps the model best on those rows.
+  """Trains (or resumes training) on the training split less its held-out rows; keeps the model best on them.
 
   Early stopping after `train.patience` epochs without a held-out gain; the kept
   model's accuracy on the evaluation split is measured once, at the end.
@@ -55,44 +97,75 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
   tx = inner.direction(t.optimizer, momentum=t.momentum,
                        weight_decay=t.weight_decay if t.optimizer == "adam" else 0.0)
   steps_per_epoch = data.num_batches(len(train_rows), t.batch_size, drop_remainder=True)
+  if not steps_per_epoch:
+    raise UserError(f"train.batch_size={t.batch_size} exceeds the {len(train_rows)} training rows; "
+                    "lower --config.train.batch_size")
   total = steps_per_epoch * t.epochs
   lrs_all = lr_schedule(cfg, total)
   params = exp.init_fn(jax.random.PRNGKey(cfg.seed))
-  opt_state = tx.init(params)
+  # history: held-out accuracy of each finished epoch (NaN until then), which also says where the best is.
+  state = dict(params=params, opt_state=tx.init(params), best_params=params,
+               history=np.full(t.epochs, np.nan, np.float32))
+  mngr = checkpoint.manager(os.path.join(workdir, STATE_DIR), max_to_keep=2)
+  best_mngr = checkpoint.manager(os.path.join(workdir, BEST_DIR), max_to_keep=1)
+  step = 0
+  if mngr.all_steps():
+    check = lambda saved: _check_same_run(saved, cfg.to_dict(), mngr.directory)
+    step, _, state = checkpoint.restore_newest(mngr, state, check=check, set_aside=True, state=True)
+    logging.info("resumed from step %d", step)
+  history = np.array(state["history"], np.float32)
   run_chunk = make_chunk_fn(exp, tx)
-  writer = metrics.Writer(workdir)
-  mngr = checkpoint.manager(os.path.join(workdir, "train_checkpoints"), max_to_keep=1)  # never a distillation's folder
-  progress = metrics.Progress(total)
-  best, best_epoch, best_params, history, step = -1.0, -1, params, [], 0
-  for epoch in range(t.epochs):
+  writer = metrics.Writer(workdir, "metrics_train.jsonl")  # a distillation in the same workdir keeps its own
+  writer.truncate_after(step)
+  progress = metrics.Progress(total, step)
+  first_epoch, offset = divmod(step, steps_per_epoch)
+  saved_at = step
+
+  def save(step: int) -> None:
+    checkpoint.save(mngr, step, dict(state, history=history), cfg.to_dict())
+
+  for epoch in range(first_epoch, t.epochs):
+    if stopped_early(history, epoch, t.patience):
+      logging.info("early stopping: no held-out gain for %d epochs", epoch - 1 - best_epoch(history))
+      break
     stacked = data.stacked_batches(train_rows, t.batch_size, steps_per_epoch, seed=cfg.seed * 1000 + epoch)
     batches = {k: stacked[k] for k in ("input_ids", "attention_mask", "labels")}
-    for start in range(0, steps_per_epoch, t.chunk_steps):
-      sl = slice(start, min(start + t.chunk_steps, steps_per_epoch))
-      chunk = jax.tree_util.tree_map(lambda a: jnp.asarray(a[sl]), batches)
-      n = sl.stop - sl.start
-      keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), step), n)
-      params, opt_state, loss = run_chunk(params, opt_state, chunk, jnp.asarray(lrs_all[step:step + n]), keys)
-      step += n
-      if not np.isfinite(float(loss)):
-        raise UserError(f"training loss became {float(loss)} at step {step}; lower --config.train.learning_rate "
-                        f"(best checkpoint so far is intact in {mngr.directory})")
-      progress.log(step, epoch=epoch, loss=float(loss), lr=float(lrs_all[step - 1]))
-      writer.write(step, train_loss=float(loss))
-    acc = modeling.accuracy(exp.model, params, held, t.eval_batch_size)
-    history.append(acc)
-    writer.write(step, holdout_accuracy=acc, epoch=epoch)
-    logging.info("epoch %d: held-out accuracy %.4f", epoch, acc)
-    if acc > best:
-      best, best_epoch, best_params = acc, epoch, params
-      checkpoint.save(mngr, step, {"params": params}, cfg.to_dict())
-    elif epoch - best_epoch >= t.patience:
-      logging.info("early stopping: no held-out gain for %d epochs", t.patience)
-      break
-  eval_acc = modeling.accuracy(exp.model, best_params, exp.eval, t.eval_batch_size)
-  logging.info("epoch %d model (best on held-out rows): eval accuracy %.4f", best_epoch, eval_acc)
+    for start in range(offset if epoch == first_epoch else 0, steps_per_epoch, t.chunk_steps):
+      with signals.deferred():
+        sl = slice(start, min(start + t.chunk_steps, steps_per_epoch))
+        chunk = jax.tree_util.tree_map(lambda a: jnp.asarray(a[sl]), batches)
+        n = sl.stop - sl.start
+        keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), step), n)
+        new_params, new_opt, loss = run_chunk(state["params"], state["opt_state"], chunk,
+                                              jnp.asarray(lrs_all[step:step + n]), keys)
+        if not np.isfinite(float(loss)):
+          raise UserError(f"training loss became {float(loss)} at step {step + n}; the training state of step "
+                          f"{saved_at} is intact in {mngr.directory}; lower --config.train.learning_rate and "
+                          "pass a new --workdir")
+        state = dict(state, params=new_params, opt_state=new_opt)
+        step += n
+        progress.log(step, epoch=epoch, loss=float(loss), lr=float(lrs_all[step - 1]))
+        writer.write(step, train_loss=float(loss))
+        if sl.stop == steps_per_epoch:
+          acc = modeling.accuracy(exp.model, state["params"], held, t.eval_batch_size)
+          history[epoch] = acc
+          writer.write(step, holdout_accuracy=acc, epoch=epoch)
+          logging.info("epoch %d: held-out accuracy %.4f", epoch, acc)
+          if best_epoch(history) == epoch:
+            state = dict(state, best_params=state["params"])
+            checkpoint.save(best_mngr, step, {"params": state["params"]}, cfg.to_dict())
+        if sl.stop == steps_per_epoch or step - saved_at >= t.checkpoint_every or signals.pending():
+          save(step)
+          saved_at = step
+        if signals.pending():
+          raise signals.Interrupted(signals.take(), f"interrupted at step {step}; training state saved in "
+                                                    f"{mngr.directory}; rerun the same command to resume")
+  best = best_epoch(history)
+  eval_acc = modeling.accuracy(exp.model, state["best_params"], exp.eval, t.eval_batch_size)
+  logging.info("epoch %d model (best on held-out rows): eval accuracy %.4f", best, eval_acc)
   writer.write(step, eval_accuracy=eval_acc)
-  return dict(eval_accuracy=eval_acc, best_epoch=best_epoch, best_holdout_accuracy=best,
-              holdout_accuracy_per_epoch=history, holdout_rows=len(held), train_rows=len(train_rows),
-              eval_rows=len(exp.eval), eval_split=cfg.data.eval_split or exp.spec.eval_split,
-              learning_rate=t.learning_rate, steps=step)
+  finished = history[~np.isnan(history)]
+  return dict(eval_accuracy=eval_acc, best_epoch=best, best_holdout_accuracy=float(finished[best]),
+              holdout_accuracy_per_epoch=[float(a) for a in finished], holdout_rows=len(held),
+              train_rows=len(train_rows), eval_rows=len(exp.eval),
+              eval_split=cfg.data.eval_split or exp.spec.eval_split, learning_rate=t.learning_rate, steps=step)

@@ -6,7 +6,8 @@ held-out training rows, the chosen model evaluated once on the evaluation split.
   python scripts/references.py minilm rotten_tomatoes --eval-split=test   # → minilm_rotten_tomatoes_test.json
 
 Each grid point is one `python -m distill_jax.main --config.mode=train` run in runs/references/<model>_<dataset>/
-lr<lr>; a finished run (its result_train.json exists) is not run again, so the script resumes after a stop.
+lr<lr>; a finished run (its result_train.json exists) is not run again, and a stopped one (Ctrl-C, --deadline-s,
+a crash) continues from its saved training state, so the script resumes after a stop.
 The learning rate is picked by held-out accuracy alone; only the picked run's eval accuracy is reported.
 Each run records where it ran (host.txt: CPU, and the GPU if any), since grid runs may come from different machines.
 Runs go `--parallel` at a time (on a GPU: several small models share it; set XLA_PYTHON_CLIENT_PREALLOCATE=false).
@@ -19,7 +20,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -92,11 +92,10 @@ def main(argv: list[str]) -> int:
   while todo or running:
     while todo and len(running) < args.parallel:
       job = todo.pop(0)
-      shutil.rmtree(os.path.join(ROOT, job[2]), ignore_errors=True)  # an unfinished run starts over
-      os.makedirs(os.path.join(ROOT, job[2]))
+      os.makedirs(os.path.join(ROOT, job[2]), exist_ok=True)  # an unfinished run resumes from its train_state/
       cmd = command(args.model, job[0], job[1], job[2], extra)
       print("==", shlex.join(["python", *cmd[1:]]), flush=True)
-      log = open(os.path.join(ROOT, job[2], "log.txt"), "w")
+      log = open(os.path.join(ROOT, job[2], "log.txt"), "a")
       running.append((subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), job))
     time.sleep(1)
     for proc, job in list(running):

@@ -50,6 +50,16 @@ FAULTS = {
         sees="`interrupted at step N; checkpoint saved in DIR; rerun the same command to resume`, exit 130 "
              "(SIGTERM: 143), no traceback",
         kept="a checkpoint of the last finished step"),
+    "interrupt_training": dict(
+        fault="Ctrl-C (SIGINT) or SIGTERM during full-data training (`--config.mode=train`)",
+        sees="`interrupted at step N; training state saved in DIR; rerun the same command to resume`",
+        kept="the training state of the last finished chunk of steps; the rerun ends where an uninterrupted "
+             "run does (same held-out accuracies, same best model)"),
+    "resume_training_with_other_config": dict(
+        fault="resuming a training run with another learning rate, batch size, epochs, seed, ...",
+        sees="`error: training state in DIR was written with train.learning_rate=A but the config has B; use "
+             "--config.train.learning_rate=A to resume it, or a new --workdir`",
+        kept="everything: the refusal comes before anything is written"),
     "second_run_same_workdir": dict(
         fault="a second run started on a workdir another run is using",
         sees="`error: workdir DIR is in use by another distill_jax run (PID N); wait for it to finish or pass "
