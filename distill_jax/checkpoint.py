@@ -145,15 +145,23 @@ def restore_config(mngr: ocp.CheckpointManager, step: Optional[int] = None) -> d
   return config_lib.upgrade(saved)
 
 
-def check_compatible(saved: dict, current: dict, where: str) -> None:
-  """Refuses a checkpoint whose shape keys differ from the config's, naming the key to pass."""
-  for key in SHAPE_KEYS:
+def check_compatible(saved: dict, current: dict, where: str, keys: tuple[str, ...] = SHAPE_KEYS) -> None:
+  """Refuses a checkpoint whose `keys` (by default the shape keys) differ from the config's, naming the key to pass."""
+  for key in keys:
     was = config_lib.get(saved, key)
     was = _SHAPE_KEY_DEFAULTS.get(key) if was is None else was
     now = config_lib.get(current, key)
     if was != now:
       raise UserError(f"checkpoint in {where} was written with {key}={was!r} but the config "
                       f"has {now!r}; use --config.{key}={was!r} or a new --workdir")
+
+
+def check_resumable(folder: str, current: dict, keys: tuple[str, ...] = SHAPE_KEYS) -> None:
+  """Refuses, before anything is written, to resume the checkpoints in `folder` under other values of `keys`."""
+  if os.path.isdir(folder):
+    mngr = manager(folder, create=False)
+    if mngr.all_steps():
+      restore_newest(mngr, check=lambda saved: check_compatible(saved, current, folder, keys))
 
 
 def restore_newest(mngr: ocp.CheckpointManager, template: Any = None, *, check: Optional[Callable] = None,

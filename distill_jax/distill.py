@@ -129,11 +129,7 @@ def make_problem(exp):
 
 def check_resumable(cfg: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses, before anything is written, to resume a checkpoint that does not fit `cfg`."""
-  folder = os.path.join(workdir, "checkpoints")
-  if os.path.isdir(folder):
-    mngr = checkpoint.manager(folder, create=False)
-    if mngr.all_steps():
-      checkpoint.restore_newest(mngr, check=lambda saved: checkpoint.check_compatible(saved, cfg.to_dict(), folder))
+  checkpoint.check_resumable(os.path.join(workdir, "checkpoints"), cfg.to_dict())
 
 
 def distill_and_save(exp, workdir: str) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from distill_jax import checkpoint, config as config_lib, data, inner, metrics, modeling, signals
+from distill_jax import checkpoint, data, inner, metrics, modeling, signals
 from distill_jax.errors import UserError
 from distill_jax.experiment import Experiment
 
@@ -30,6 +30,7 @@ from distill_jax.experiment import Experiment
 TRAJECTORY_KEYS = ("seed", "init.kind", "data.train_split", "data.train_limit", "data.holdout_rows",
                    "train.optimizer", "train.learning_rate", "train.momentum", "train.weight_decay",
                    "train.warmup_steps", "train.batch_size", "train.epochs")
+RESUME_KEYS = checkpoint.SHAPE_KEYS + TRAJECTORY_KEYS
 STATE_DIR, BEST_DIR = "train_state", "train_checkpoints"  # never a distillation's folder
 
 
@@ -55,22 +56,9 @@ def make_chunk_fn(exp: Experiment, tx):
   return run_chunk
 
 
-def _check_same_run(saved: dict, current: dict, where: str) -> None:
-  checkpoint.check_compatible(saved, current, where)
-  for key in TRAJECTORY_KEYS:
-    was, now = config_lib.get(saved, key), config_lib.get(current, key)
-    if was != now:
-      raise UserError(f"training state in {where} was written with {key}={was!r} but the config has {now!r}; "
-                      f"use --config.{key}={was!r} to resume it, or a new --workdir")
-
-
 def check_resumable(cfg: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses, before anything is written, to resume a training state that another config wrote."""
-  folder = os.path.join(workdir, STATE_DIR)
-  if os.path.isdir(folder):
-    mngr = checkpoint.manager(folder, create=False)
-    if mngr.all_steps():
-      checkpoint.restore_newest(mngr, check=lambda saved: _check_same_run(saved, cfg.to_dict(), folder))
+  checkpoint.check_resumable(os.path.join(workdir, STATE_DIR), cfg.to_dict(), RESUME_KEYS)
 
 
 def best_epoch(history: np.ndarray) -> int:
@@ -110,7 +98,7 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
   best_mngr = checkpoint.manager(os.path.join(workdir, BEST_DIR), max_to_keep=1)
   step = 0
   if mngr.all_steps():
-    check = lambda saved: _check_same_run(saved, cfg.to_dict(), mngr.directory)
+    check = lambda saved: checkpoint.check_compatible(saved, cfg.to_dict(), mngr.directory, RESUME_KEYS)
     step, _, state = checkpoint.restore_newest(mngr, state, check=check, set_aside=True, state=True)
     logging.info("resumed from step %d", step)
   history = np.array(state["history"], np.float32)

@@ -57,8 +57,8 @@ FAULTS = {
              "run does (same held-out accuracies, same best model)"),
     "resume_training_with_other_config": dict(
         fault="resuming a training run with another learning rate, batch size, epochs, seed, ...",
-        sees="`error: training state in DIR was written with train.learning_rate=A but the config has B; use "
-             "--config.train.learning_rate=A to resume it, or a new --workdir`",
+        sees="`error: checkpoint in DIR/train_state was written with train.learning_rate=A but the config has B; "
+             "use --config.train.learning_rate=A or a new --workdir`",
         kept="everything: the refusal comes before anything is written"),
     "second_run_same_workdir": dict(
         fault="a second run started on a workdir another run is using",

@@ -71,7 +71,7 @@ def test_an_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, m
   case = FAULTS["resume_training_with_other_config"]
   before = sorted(os.listdir(tmp_path / "part" / "train_state"))
   other = tiny_cli_config(tmp_path, mode="train", **{"train.epochs": 3, "train.learning_rate": 0.5})
-  with pytest.raises(UserError, match=r"training state in .* was written with train.learning_rate=0.001 but the "
-                                      r"config has 0.5; use --config.train.learning_rate=0.001 to resume it"):
+  with pytest.raises(UserError, match=r"checkpoint in .*train_state was written with train.learning_rate=0.001 but "
+                                      r"the config has 0.5; use --config.train.learning_rate=0.001 or a new --workdir"):
     main.run(other, str(tmp_path / "part"))
   assert sorted(os.listdir(tmp_path / "part" / "train_state")) == before, case["kept"]
