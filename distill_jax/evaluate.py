@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from distill_jax import (checkpoint, config as config_lib, coreset, data, decode, export, fit, metrics, modeling,
-                         synthetic)
+                         signals, synthetic)
 from distill_jax.errors import UserError
 
 
@@ -130,8 +130,27 @@ def cached(folder: str, name: str, key: dict, compute: Callable[[], dict]) -> di
     logging.warning("cannot read %s (%s); measuring again and replacing it", path, err)
   result = compute()
   os.makedirs(folder, exist_ok=True)
-  metrics.write_json(path, dict(key=key, result=result))
+  with signals.deferred(hard=True):  # a Ctrl-C now stops the run after the file, not inside it
+    metrics.write_json(path, dict(key=key, result=result))
   return result
+
+
+Part = Callable[[str, Callable[[], dict]], dict]
+
+
+def measure_now(name: str, compute: Callable[[], dict]) -> dict:  # pylint: disable=unused-argument
+  """The `Part` that keeps nothing: every part is measured."""
+  return compute()
+
+
+def set_digest(arrays: dict) -> str:
+  """What identifies a set's numbers, so a kept part is never reused for another set."""
+  h = hashlib.sha256()
+  for name in sorted(arrays):
+    a = np.asarray(arrays[name])
+    h.update(f"{name}{a.dtype}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
 
 
 def real_baseline(exp, spec: fit.InnerSpec, idx: np.ndarray) -> dict:
@@ -146,27 +165,30 @@ def real_baseline(exp, spec: fit.InnerSpec, idx: np.ndarray) -> dict:
   return dict(summary(accs), lr=best_lr, lr_scores=scores, n_examples=int(len(idx)))
 
 
-def coreset_subsets(exp, spec: fit.InnerSpec) -> dict:
+def coreset_subsets(exp, spec: fit.InnerSpec, part: Part = measure_now) -> dict:
   """`<method>_subset` for each of `evaluate.coresets`: n_per_class training rows per class, chosen by
-  the method (coreset.py), each trained and scored by `real_baseline`.
+  the method (coreset.py), each trained and scored by `real_baseline` (through `part`).
 
   "random" draws from every training row, as the random baseline always has; the
   feature-based methods choose among `evaluate.coreset_pool` random training rows
-  (0 = all), whose features come from θ0 of `init.seed`.
+  (0 = all), whose features come from θ0 of `init.seed` (computed only when a method is measured).
   """
   cfg, e = exp.cfg, exp.cfg.evaluate
   out, n, pool = {}, cfg.synthetic.n_per_class, np.arange(len(exp.train))
+  rows = coreset.candidates(pool, e.coreset_pool, cfg.seed)
   if set(e.coresets) - {"random"}:
-    rows = coreset.candidates(pool, e.coreset_pool, cfg.seed)
-    params = exp.init_fn(jax.random.PRNGKey(cfg.init.seed))
-    feats = coreset.features(exp.model, params, exp.train.subset(rows), e.batch_size)
     out["coreset_features"] = ("mean-pooled final states of the pretrained body" if cfg.init.kind == "pretrained"
                                else "mean-pooled final states of a random-init θ0 (random features)")
     out["coreset_pool"] = dict(rows=int(len(rows)), of=int(len(pool)))
-  for method in e.coresets:
-    cand, f = (pool, None) if method == "random" else (rows, feats)
+  features = functools.cache(lambda: coreset.features(exp.model, exp.init_fn(jax.random.PRNGKey(cfg.init.seed)),
+                                                      exp.train.subset(rows), e.batch_size))
+
+  def measure(method: str) -> dict:
+    cand, f = (pool, None) if method == "random" else (rows, features())
     idx = cand[coreset.select(method, f, exp.train.labels[cand], n, exp.num_classes, cfg.seed)]
-    out[f"{method}_subset"] = r = real_baseline(exp, spec, idx)
+    return real_baseline(exp, spec, idx)
+  for method in e.coresets:
+    out[f"{method}_subset"] = r = part(f"{method}_subset", functools.partial(measure, method))
     logging.info("%s real subset (lr %.3g): %.4f ± %.4f", method, r["lr"], r["mean"], r["std"])
   return out
 
@@ -265,9 +287,14 @@ def _restore_set(mngr, learned0: dict, static0: dict) -> tuple[dict, dict, int]:
   return as_device(learned), as_device(static), int(ckpt["state"]["step"])
 
 
-def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> dict:
+def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable, parts_dir: str = "") -> dict:
   """Distilled set vs its own starting point, real subsets of the same size (random and coresets), a
-  real subset of the same storage, the real-data ceiling and its decoded text; and its storage."""
+  real subset of the same storage, the real-data ceiling and its decoded text; and its storage.
+
+  Each measured part is kept in `parts_dir` (when given) under the evaluation's config
+  and the set's digest, so a stopped evaluation continues where it stopped: on IMDB the
+  parts take hours of CPU together.
+  """
   source = cli_cfg.evaluate.checkpoint
   exported = export.load_distilled(source) if export.holds_set(source) else None
   if exported is None:
@@ -298,6 +325,8 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
     ids = synthetic.defining_token_ids(syn_data)
   e = cfg.evaluate
   n_syn = cfg.synthetic.n_per_class * exp.num_classes
+  key = dict(config=cfg.to_dict(), set=set_digest(dict(syn_data, step_sizes=lrs)))
+  part: Part = (lambda name, compute: cached(parts_dir, name, key, compute)) if parts_dir else measure_now
   run = functools.partial(evaluate_set, exp.model, exp.init_fn, spec=spec, split=exp.eval, seeds=e.seeds,
                           batch_size=e.batch_size)
   result = dict(dataset=exp.spec.name, eval_split=cfg.data.eval_split or exp.spec.eval_split,
@@ -313,21 +342,22 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
                 outer_steps=outer_steps, step_sizes=np.asarray(lrs).tolist(),
                 storage_floats=data_floats,  # the data parametrisation alone, as older results have it
                 storage=synthetic.storage(stored, exp.train.attention_mask, ids))
-  result["distilled"] = summary(run(data_arrays=syn_data, lrs=lrs))
+  result["distilled"] = part("distilled", lambda: summary(run(data_arrays=syn_data, lrs=lrs)))
   logging.info("distilled: %.4f ± %.4f", result["distilled"]["mean"], result["distilled"]["std"])
   if e.baselines:
     # The set as it started (outer step 0, step sizes inner.lr): what distillation itself added.
-    result["initial_set"] = summary(run(data_arrays=syn.materialize(start["data"], start_static),
-                                        lrs=synthetic.step_sizes(start["lr"], spec.lr_param)))
+    result["initial_set"] = part("initial_set", lambda: summary(run(
+        data_arrays=syn.materialize(start["data"], start_static), lrs=synthetic.step_sizes(start["lr"], spec.lr_param))))
     logging.info("initial set: %.4f ± %.4f", result["initial_set"]["mean"], result["initial_set"]["std"])
-    result.update(coreset_subsets(exp, spec))
+    result.update(coreset_subsets(exp, spec, part))
   if e.equal_storage:
-    result["equal_storage_subset"] = equal_storage_subset(exp, spec, result["storage"]["bytes"])
+    result["equal_storage_subset"] = part("equal_storage_subset",
+                                          lambda: equal_storage_subset(exp, spec, result["storage"]["bytes"]))
   if e.ceiling_batch_size:
     measure = lambda: real_ceiling(exp.model, exp.init_fn, exp.train, exp.num_classes, spec, exp.holdout,
                                    exp.eval, tuple(e.lr_grid), e.seeds, e.ceiling_batch_size, e.batch_size)
     result["real_ceiling"] = (cached(e.ceiling_cache, f"ceiling-{exp.spec.name}", ceiling_key(cfg), measure)
-                              if e.ceiling_cache else measure())
+                              if e.ceiling_cache else part("real_ceiling", measure))
     logging.info("real-data ceiling (T=%d, batch %d): %.4f ± %.4f", spec.steps, e.ceiling_batch_size,
                  result["real_ceiling"]["mean"], result["real_ceiling"]["std"])
   if e.decode:
@@ -339,6 +369,7 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable) -> 
       # The same set with text for inputs: its targets and, when it has them, its attention labels.
       decoded = dict({k: syn_data[k] for k in ("attention_mask", "targets", "attention") if k in syn_data},
                      input_ids=ids)
-      result[f"decoded_{metric}"] = dict(summary(run(data_arrays=decoded, lrs=lrs)),
-                                         texts=decode.texts(ids, syn_data["attention_mask"], tok))
+      texts = decode.texts(ids, syn_data["attention_mask"], tok)
+      result[f"decoded_{metric}"] = part(f"decoded_{metric}", lambda: dict(summary(run(data_arrays=decoded, lrs=lrs)),
+                                                                      texts=texts))  # pylint: disable=cell-var-from-loop
   return result

@@ -79,10 +79,15 @@ def workdir_lock(workdir: str) -> Iterator[None]:
     os.close(fd)  # releases the lock
 
 
+# Where an evaluation keeps each finished part (evaluate.evaluate_checkpoint), so a rerun continues.
+EVALUATE_PARTS = "evaluate_parts"
+
+
 def _what_is_kept(mode: str, workdir: str) -> str:
   return {"distill": f"the checkpoints in {workdir}/checkpoints are intact; rerun the same command to resume",
           "train": f"the training state in {workdir}/train_state is intact; rerun the same command to resume",
-          "evaluate": "nothing was written yet (results come at the end); rerun the same command"}[mode]
+          "evaluate": f"the finished parts of the evaluation are kept in {workdir}/{EVALUATE_PARTS}; rerun the "
+                      "same command to continue from them"}[mode]
 
 
 def run(cfg, workdir: str) -> dict:
@@ -98,7 +103,7 @@ def run(cfg, workdir: str) -> dict:
     metrics.write_json(os.path.join(workdir, f"config_{cfg.mode}.json"),
                        dict(config=cfg.to_dict(), git_commit=_git_commit(), argv=sys.argv))
     if cfg.mode == "evaluate":
-      result = evaluate.evaluate_checkpoint(cfg, experiment.setup)
+      result = evaluate.evaluate_checkpoint(cfg, experiment.setup, os.path.join(workdir, EVALUATE_PARTS))
     else:
       logging.info("loading %s and building the model...", cfg.data.dataset)
       exp = experiment.setup(cfg)
@@ -112,8 +117,8 @@ def run(cfg, workdir: str) -> dict:
     if cfg.mode == "distill" and cfg.evaluate.after_distill:
       logging.info("evaluating the set against a random real subset and the real-data ceiling...")
       again = experiment.with_overrides(cfg, {"mode": "evaluate", "evaluate.checkpoint": workdir})
-      evaluation = dict(evaluate.evaluate_checkpoint(again, experiment.setup), mode="evaluate",
-                        git_commit=result["git_commit"])
+      evaluation = dict(evaluate.evaluate_checkpoint(again, experiment.setup, os.path.join(workdir, EVALUATE_PARTS)),
+                        mode="evaluate", git_commit=result["git_commit"])
       metrics.write_json(os.path.join(workdir, "result_evaluate.json"), evaluation)
       result = dict(result, evaluation=evaluation)
   return result

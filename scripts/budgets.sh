@@ -3,8 +3,9 @@
 # Random / K-Center / Herding real subsets of the same size, a random real subset of the same bytes and the
 # real-data ceiling; writes results/budgets/<dataset>_minilm_<K>pc.json (distillation wall-clock and peak memory
 # included). `python scripts/make_tables.py` turns them into docs/results.md's budget table.
-# Resumable: a finished result is kept, a stopped distillation continues from its last checkpoint
-# (its attempts' wall-clock summed), so a queue of budgets can span sessions:
+# Resumable: a finished result is kept, a stopped distillation continues from its last checkpoint and a
+# stopped evaluation from its finished parts (their attempts' wall-clock summed), so a queue of budgets can
+# span sessions:
 #   for job in "rotten_tomatoes 5" "sst2 5"; do bash scripts/budgets.sh $job || break; done
 # Usage: bash scripts/budgets.sh DATASET K [extra --config overrides...]
 #        DISTILLED_BY=results/recipes/x.json RUN=runs/recipes/x bash scripts/budgets.sh DATASET K

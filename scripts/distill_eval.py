@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,13 +68,23 @@ def one_command(args, config_args: list[str]) -> int:
   return 0
 
 
-def record_attempt(path: str, seconds: float, peak_rss_mib: float) -> list[dict]:
-  """Appends one distillation command's wall-clock, peak memory and host to the run's attempts."""
+# Where each command's attempts are logged: the evaluation's go with RUN/eval, which a fresh start removes.
+ATTEMPTS = {"distill": ("attempts.json",), "evaluate": ("eval", "attempts.json")}
+
+
+def record_attempt(path: str, seconds: float, peak_rss_mib: Optional[float]) -> list[dict]:
+  """Appends one command's wall-clock, peak memory (when known) and host to its attempts."""
   attempts = json.load(open(path)) if os.path.exists(path) else []
-  attempts.append(dict(seconds=seconds, peak_rss_mib=peak_rss_mib, host=host()))
+  attempts.append(dict(seconds=seconds, host=host(), **({} if peak_rss_mib is None else
+                                                         dict(peak_rss_mib=peak_rss_mib))))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as f:
     json.dump(attempts, f, indent=2)
   return attempts
+
+
+def total(attempts: list[dict]) -> float:
+  return sum(a["seconds"] for a in attempts)
 
 
 def write(out: str, result: dict) -> None:
@@ -86,11 +97,12 @@ def write(out: str, result: dict) -> None:
 def main(argv: list[str]) -> int:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--out", required=True, help="result JSON to write")
-  p.add_argument("--run", required=True, help="run directory (replaced): RUN/distill and RUN/eval")
+  p.add_argument("--run", required=True, help="run directory (replaced unless --resume): RUN/distill and RUN/eval")
   p.add_argument("--eval-arg", action="append", default=[], help="extra argument for the evaluate run only")
   p.add_argument("--seeds", type=int, default=5, help="evaluation seeds")
   p.add_argument("--resume", action="store_true",
-                 help="keep RUN/distill and continue it from its last checkpoint (default: start afresh)")
+                 help="keep RUN: the distillation continues from its last checkpoint and the evaluation from "
+                      "its finished parts (default: start afresh)")
   p.add_argument("--distilled-by", default="",
                  help="evaluate RUN/distill as it is (no distillation) and take its timing from this result file")
   p.add_argument("--one-command", action="store_true",
@@ -103,39 +115,39 @@ def main(argv: list[str]) -> int:
   distill = [*config_args, "--config.evaluate.after_distill=False", f"--workdir={args.run}/distill"]
   evaluate = [*config_args, "--config.mode=evaluate", f"--config.evaluate.checkpoint={args.run}/distill",
               f"--config.evaluate.seeds={args.seeds}", *args.eval_arg, f"--workdir={args.run}/eval"]
-  shutil.rmtree(os.path.join(ROOT, args.run, "eval"), ignore_errors=True)
-  if not args.resume and not args.distilled_by:
-    shutil.rmtree(os.path.join(ROOT, args.run), ignore_errors=True)
+  if not args.resume:  # afresh; --resume keeps RUN/eval too, whose finished parts the evaluation reuses
+    shutil.rmtree(os.path.join(ROOT, args.run, "eval" if args.distilled_by else ""), ignore_errors=True)
   commands = [[sys.executable, "-m", "distill_jax.main", *a] for a in (distill, evaluate)]
   if args.distilled_by:
     commands = commands[1:]
-  seconds, peaks = [], []
+  attempts = {}
   for cmd in commands:
     print("==", shlex.join(["python", *cmd[1:]]), flush=True)
     start = time.perf_counter()
     try:
       subprocess.run(cmd, cwd=ROOT, check=True)
-    finally:  # a stopped distillation's time counts too: --resume continues it
-      seconds.append(time.perf_counter() - start)
+    finally:  # a stopped command's time counts too: --resume continues it
+      seconds = time.perf_counter() - start
       # Children run one at a time, so after the first this is the distillation's own peak.
-      peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-      if cmd is commands[0] and not args.distilled_by:
-        attempts = record_attempt(os.path.join(ROOT, args.run, "attempts.json"), seconds[0], peaks[0])
+      peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if cmd is commands[0] else None
+      # The attempts of a command resumed across sessions (--resume) add up.
+      name = "evaluate" if cmd is commands[-1] else "distill"
+      attempts[name] = record_attempt(os.path.join(ROOT, args.run, *ATTEMPTS[name]), seconds, peak)
   result = json.load(open(os.path.join(ROOT, args.run, "eval", "result_evaluate.json")))
   result["command"] = " && ".join(shlex.join(["python", *cmd[1:]]) for cmd in commands)
   if args.distilled_by:  # the set was distilled by an earlier measured run: its timing, memory and curves
     earlier = json.load(open(os.path.join(ROOT, args.distilled_by)))
     keys = ("distill_seconds", "seconds_per_outer_step", "history", "distill_peak_rss_mib")
     result.update({k: earlier[k] for k in keys if k in earlier}, distilled_by=args.distilled_by,
-                  distill_host=earlier.get("host"), evaluate_seconds=seconds[0])
+                  distill_host=earlier.get("host"), evaluate_seconds=total(attempts["evaluate"]))
     result["host"] = host()
     write(args.out, result)
     return 0
   # Wall-clock and peak resident memory of each command (start-up, data, compile and all), and the CPU;
   # a distillation resumed over several attempts (--resume) sums their wall-clock.
-  result["distill_seconds"], result["evaluate_seconds"] = sum(a["seconds"] for a in attempts), seconds[1]
-  result["distill_peak_rss_mib"] = max(a["peak_rss_mib"] for a in attempts)
-  result["distill_attempts"] = len(attempts)
+  result["distill_seconds"], result["evaluate_seconds"] = total(attempts["distill"]), total(attempts["evaluate"])
+  result["distill_peak_rss_mib"] = max(a["peak_rss_mib"] for a in attempts["distill"])
+  result["distill_attempts"], result["evaluate_attempts"] = len(attempts["distill"]), len(attempts["evaluate"])
   result["host"] = host()
   log = os.path.join(ROOT, args.run, "distill", "metrics.jsonl")
   result["seconds_per_outer_step"] = seconds_per_step(log)

@@ -60,6 +60,13 @@ FAULTS = {
         sees="`error: checkpoint in DIR/train_state was written with train.learning_rate=A but the config has B; "
              "use --config.train.learning_rate=A or a new --workdir`",
         kept="everything: the refusal comes before anything is written"),
+    "interrupt_evaluation": dict(
+        fault="Ctrl-C (SIGINT) or SIGTERM during `--config.mode=evaluate` (on IMDB its parts take hours)",
+        sees="`interrupted (SIGINT); the finished parts of the evaluation are kept in DIR/evaluate_parts; rerun the "
+             "same command to continue from them`",
+        kept="every finished part (distilled set, initial set, each coreset, equal storage, ceiling, decoded text), "
+             "keyed by the evaluation's config and the set's digest; the rerun reuses them and ends with the "
+             "uninterrupted run's numbers"),
     "second_run_same_workdir": dict(
         fault="a second run started on a workdir another run is using",
         sees="`error: workdir DIR is in use by another distill_jax run (PID N); wait for it to finish or pass "

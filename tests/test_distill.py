@@ -2,15 +2,17 @@
 
 import json
 import os
+import signal
 
 import distill_jax
 import jax
 import numpy as np
 import pytest
 
-from distill_jax import checkpoint, config, data, distill, experiment, main, synthetic
+from distill_jax import checkpoint, config, data, distill, evaluate, experiment, main, signals, synthetic
 from distill_jax.errors import UserError
 from conftest import tiny_cli_config
+from fault_cases import FAULTS
 
 
 def _learned(workdir):
@@ -78,7 +80,7 @@ def test_held_out_rows_are_kept_from_the_set_and_its_real_batches(tmp_path):
   np.testing.assert_array_equal(np.asarray(ckpt["static"]["mask"]), exp.train.attention_mask[first])
 
 
-def test_evaluate_mode_reports_distilled_baselines_and_decoded(tmp_path):
+def test_evaluate_mode_reports_distilled_baselines_and_decoded(tmp_path, monkeypatch):
   main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
   cfg = tiny_cli_config(tmp_path, mode="evaluate", **{"evaluate.checkpoint": str(tmp_path / "run")})
   r = main.run(cfg, str(tmp_path / "eval"))
@@ -94,6 +96,25 @@ def test_evaluate_mode_reports_distilled_baselines_and_decoded(tmp_path):
   assert r["storage"]["bytes"] == 4 * r["storage"]["floats"] and r["storage"]["train_token_bytes"] == train_bytes
   assert r["storage"]["ratio"] == r["storage"]["bytes"] / train_bytes
   assert os.path.exists(tmp_path / "eval" / "result_evaluate.json")
+  # Ctrl-C during the random subset: the parts measured before it are kept, and the rerun takes them
+  # as they are and ends with the uninterrupted run's numbers.
+  case = FAULTS["interrupt_evaluation"]
+  baseline = evaluate.real_baseline
+
+  def ctrl_c(*args):
+    signals._handle(signal.SIGINT, None)
+  monkeypatch.setattr(evaluate, "real_baseline", ctrl_c)
+  with pytest.raises(signals.Interrupted):
+    main.run(cfg, str(tmp_path / "stopped"))
+  assert "kept in " + str(tmp_path / "stopped" / main.EVALUATE_PARTS) in main._what_is_kept(
+      "evaluate", str(tmp_path / "stopped")), case["sees"]
+  monkeypatch.setattr(evaluate, "real_baseline", baseline)
+  resumed = main.run(cfg, str(tmp_path / "stopped"))
+  for key in ("distilled", "initial_set"):
+    assert resumed[key].pop("reused_from").startswith(str(tmp_path / "stopped" / main.EVALUATE_PARTS)), case["kept"]
+  for key in ("distilled", "initial_set", "random_subset", "decoded_cosine", "decoded_l2"):
+    assert resumed[key] == r[key], (key, case["kept"])
+  assert "reused_from" not in resumed["random_subset"]
   # The exported set evaluates to the same accuracies as the checkpoint it was written from, and
   # the coresets and the equal-storage subset leave the random subset's draw and numbers as they were.
   exported = str(tmp_path / "run" / "distilled")
@@ -130,7 +151,6 @@ def test_addressable_parametrisation_trains_through_the_same_engine(tmp_path):
 
 
 def test_evaluate_config_keeps_saved_values_and_defaults_keys_the_checkpoint_predates(tmp_path):
-  from distill_jax import evaluate
   cli = tiny_cli_config(tmp_path)
   saved = cli.to_dict()
   saved["inner"] = {k: v for k, v in saved["inner"].items() if k != "random_window"}  # an older run

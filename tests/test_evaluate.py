@@ -1,7 +1,9 @@
-"""evaluate.cached / ceiling_key: one real-data ceiling per dataset and recipe, measured once."""
+"""evaluate.cached / ceiling_key / set_digest: a measurement is kept once and reused only for the same settings."""
 
 import json
 import os
+
+import numpy as np
 
 from configs import default
 from distill_jax import evaluate
@@ -49,3 +51,12 @@ def test_ceiling_key_ignores_the_set_but_not_the_inner_loop():
     changed = default.get_config()
     changed[section][field] = value
     assert evaluate.ceiling_key(changed) != key, (section, field)
+
+
+def test_set_digest_tells_sets_apart():
+  """A kept evaluation part is reused only for the very set it measured (a resumed distillation's differs)."""
+  s = {"inputs_embeds": np.zeros((2, 3), np.float32), "step_sizes": np.ones(3, np.float32)}
+  digest = evaluate.set_digest({k: v.copy() for k, v in s.items()})
+  assert evaluate.set_digest(s) == digest
+  assert evaluate.set_digest(dict(s, step_sizes=np.array([1, 1, 1.0001], np.float32))) != digest
+  assert evaluate.set_digest(dict(s, inputs_embeds=np.zeros((3, 2), np.float32))) != digest

@@ -1,5 +1,6 @@
 """Promises about the repository itself."""
 
+import json
 import os
 import re
 import subprocess
@@ -40,6 +41,16 @@ def test_diagnosis_figures_are_drawn_from_the_result_files(tmp_path):
   for name in drawn:
     with open(tmp_path / name, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_distill_eval_sums_the_attempts_of_a_resumed_command(tmp_path):
+  sys.path.insert(0, os.path.join(REPO, "scripts"))
+  import distill_eval
+  path = str(tmp_path / "eval" / "attempts.json")  # its folder is made by the first record
+  distill_eval.record_attempt(path, 60.0, None)
+  attempts = distill_eval.record_attempt(path, 30.0, 900.0)
+  assert distill_eval.total(attempts) == 90.0 and json.load(open(path)) == attempts
+  assert "peak_rss_mib" not in attempts[0] and attempts[1]["peak_rss_mib"] == 900.0
 
 
 def test_distill_eval_keeps_the_logged_curves(tmp_path):
