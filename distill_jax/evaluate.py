@@ -325,8 +325,10 @@ def evaluate_checkpoint(cli_cfg: ml_collections.ConfigDict, setup: Callable, par
     ids = synthetic.defining_token_ids(syn_data)
   e = cfg.evaluate
   n_syn = cfg.synthetic.n_per_class * exp.num_classes
-  key = dict(config=cfg.to_dict(), set=set_digest(dict(syn_data, step_sizes=lrs)))
-  part: Part = (lambda name, compute: cached(parts_dir, name, key, compute)) if parts_dir else measure_now
+  part: Part = measure_now
+  if parts_dir:
+    key = dict(config=cfg.to_dict(), set=set_digest(dict(syn_data, step_sizes=lrs)))
+    part = lambda name, compute: cached(parts_dir, name, key, compute)
   run = functools.partial(evaluate_set, exp.model, exp.init_fn, spec=spec, split=exp.eval, seeds=e.seeds,
                           batch_size=e.batch_size)
   result = dict(dataset=exp.spec.name, eval_split=cfg.data.eval_split or exp.spec.eval_split,

@@ -116,7 +116,8 @@ def main(argv: list[str]) -> int:
   evaluate = [*config_args, "--config.mode=evaluate", f"--config.evaluate.checkpoint={args.run}/distill",
               f"--config.evaluate.seeds={args.seeds}", *args.eval_arg, f"--workdir={args.run}/eval"]
   if not args.resume:  # afresh; --resume keeps RUN/eval too, whose finished parts the evaluation reuses
-    shutil.rmtree(os.path.join(ROOT, args.run, "eval" if args.distilled_by else ""), ignore_errors=True)
+    fresh = os.path.join(args.run, "eval") if args.distilled_by else args.run  # --distilled-by keeps RUN/distill
+    shutil.rmtree(os.path.join(ROOT, fresh), ignore_errors=True)
   commands = [[sys.executable, "-m", "distill_jax.main", *a] for a in (distill, evaluate)]
   if args.distilled_by:
     commands = commands[1:]
@@ -128,7 +129,7 @@ def main(argv: list[str]) -> int:
       subprocess.run(cmd, cwd=ROOT, check=True)
     finally:  # a stopped command's time counts too: --resume continues it
       seconds = time.perf_counter() - start
-      # Children run one at a time, so after the first this is the distillation's own peak.
+      # Children run one at a time, so after the first command this is that command's own peak.
       peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if cmd is commands[0] else None
       # The attempts of a command resumed across sessions (--resume) add up.
       name = "evaluate" if cmd is commands[-1] else "distill"
