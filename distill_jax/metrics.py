@@ -5,15 +5,30 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 import time
 from typing import Any
 
 import jax
 import numpy as np
-import tensorboardX
 from absl import logging
 
 from distill_jax.errors import UserError
+
+
+def _summary_writer(logdir: str):
+  """tensorboardX imports torch whenever it is installed, only to accept torch tensors we never pass: 2 s
+  and hundreds of MB per run where the tests' torch is present. Imported here with torch hidden, and
+  only by a run that writes records (a rejected config exits before)."""
+  hidden = "torch" not in sys.modules
+  if hidden:
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX handles
+  try:
+    import tensorboardX
+  finally:
+    if hidden:
+      del sys.modules["torch"]
+  return tensorboardX.SummaryWriter(logdir)
 
 
 def _plain(v: Any) -> Any:
@@ -32,7 +47,7 @@ class Writer:
     self.path = os.path.join(workdir, name)
     # Multi-host: one process writes records, or every host would append the same lines.
     self.active = jax.process_index() == 0
-    self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard")) if self.active else None
+    self.tb = _summary_writer(os.path.join(workdir, "tensorboard")) if self.active else None
 
   def truncate_after(self, step: int) -> None:
     """On resume, drops records past the restored checkpoint (they are recomputed)."""

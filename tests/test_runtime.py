@@ -1,8 +1,11 @@
 """runtime.configure(): the XLA:CPU flag defaults and their opt-outs, the CPU threefry lowering; a bare import changes nothing."""
 
+import importlib.util
 import os
 import subprocess
 import sys
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,3 +74,14 @@ def test_threefry_unrolled_on_cpu_with_the_same_bits():
     mlir.register_lowering(threefry.threefry2x32_p, threefry._threefry2x32_lowering_rule, platform="cpu",
                            inline=False)
   np.testing.assert_array_equal(unrolled.view(np.uint32), rolled.view(np.uint32))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed here")
+def test_a_run_does_not_load_torch_where_it_is_installed(tmp_path):
+  # tensorboardX would import it (2 s, ~200 MB) only to type-check tensors a run never passes.
+  code = ("import sys; from distill_jax import main, metrics; w = metrics.Writer(sys.argv[1]); "
+          "w.write(1, loss=0.5); print('torch' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                       check=True)
+  assert out.stdout.strip() == "False"
+  assert os.listdir(tmp_path / "tensorboard") and (tmp_path / "metrics.jsonl").read_text().count("\n") == 1
