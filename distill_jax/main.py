@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 from absl import app, flags, logging
@@ -55,12 +55,15 @@ def prepare_workdir(workdir: str) -> None:
 
 
 @contextlib.contextmanager
-def workdir_lock(workdir: str) -> Iterator[None]:
+def workdir_lock(workdir: str, check: Callable[[], None] = lambda: None) -> Iterator[None]:
   """One run per workdir: a second one is refused instead of interleaving checkpoints and metrics.
 
+  `check` runs once the lock is held and before the lock file names this run: a refused resume leaves
+  every file as it was, and never reads checkpoints that a live run is rotating away under it.
   Multi-host runs share the workdir: process 0, which writes it, holds the lock.
   """
   if jax.process_index() != 0:
+    check()
     yield
     return
   path = os.path.join(workdir, ".lock")
@@ -72,6 +75,7 @@ def workdir_lock(workdir: str) -> Iterator[None]:
       holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
       raise UserError(f"workdir {workdir} is in use by another distill_jax run (PID {holder}); wait for it to "
                       "finish or pass another --workdir") from None
+    check()
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     yield
@@ -93,13 +97,16 @@ def _what_is_kept(mode: str, workdir: str) -> str:
 def run(cfg, workdir: str) -> dict:
   cfg = config_lib.upgrade_config(cfg)
   config_lib.validate(cfg)  # before any data is read or the workdir is touched
-  if cfg.mode in ("distill", "train"):  # a refused resume leaves the run's files as they were
-    (distill if cfg.mode == "distill" else train).check_resumable(cfg, workdir)
   if cfg.mode == "evaluate":
     evaluate.check_source(cfg.evaluate.checkpoint)
   parallel.maybe_initialize_distributed(cfg)  # before anything touches a device
   prepare_workdir(workdir)
-  with workdir_lock(workdir):
+
+  def check_resumable() -> None:  # a refused resume leaves the run's files as they were
+    if cfg.mode in ("distill", "train"):
+      (distill if cfg.mode == "distill" else train).check_resumable(cfg, workdir)
+
+  with workdir_lock(workdir, check=check_resumable):
     metrics.write_json(os.path.join(workdir, f"config_{cfg.mode}.json"),
                        dict(config=cfg.to_dict(), git_commit=_git_commit(), argv=sys.argv))
     if cfg.mode == "evaluate":

@@ -71,7 +71,8 @@ FAULTS = {
         fault="a second run started on a workdir another run is using",
         sees="`error: workdir DIR is in use by another distill_jax run (PID N); wait for it to finish or pass "
              "another --workdir`",
-        kept="the first run, which goes on undisturbed"),
+        kept="the first run, which goes on undisturbed: the second is refused before it reads the checkpoints "
+             "the first is rotating"),
     "disk_full_checkpoint": dict(
         fault="the disk fills while a checkpoint is written",
         sees="`error: no space left on device writing checkpoint step N in DIR; the last checkpoint (step K) is "

@@ -3,6 +3,7 @@ line that says what was kept, and loses nothing. The cases and their expected ou
 fault_cases.py, which also renders the table in docs/troubleshooting.md."""
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -157,6 +158,22 @@ def test_a_refused_resume_and_an_unknown_dataset_touch_nothing(shared, tmp_path)
   r = cli(shared / "cache", f"--workdir={tmp_path}/new", "--config.data.dataset=nosuch")
   assert r.returncode == 2 and "unknown dataset 'nosuch'" in error_line(r)
   assert not os.path.exists(tmp_path / "new"), FAULTS["unknown_dataset"]["kept"]
+
+
+def test_a_held_workdir_is_refused_before_its_checkpoints_are_read(shared, tmp_path):
+  # A live run deletes old steps as it saves new ones: a second run that read them first could crash on a
+  # vanished step (seen in CI). Here reading them would refuse the config; the held lock must answer first.
+  run = copy_run(shared, tmp_path)
+  before = _snapshot(run)
+  fd = os.open(run / ".lock", os.O_RDWR)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    r = cli(shared / "cache", f"--workdir={run}", *ARGS, "--config.synthetic.n_per_class=3")
+  finally:
+    os.close(fd)
+  assert r.returncode == 2 and "is in use by another distill_jax run" in error_line(r), \
+      FAULTS["second_run_same_workdir"]["kept"]
+  assert _snapshot(run) == before
 
 
 def _wait_for(path, text, proc, timeout=300):
