@@ -46,7 +46,23 @@ def manager(directory: str, max_to_keep: Optional[int] = 3, create: bool = True)
     raise UserError(f"no checkpoint directory at {directory}; pass --config.evaluate.checkpoint=WORKDIR "
                     "of a distillation run (or its distilled/ export)")
   opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create)
-  return ocp.CheckpointManager(directory, options=opts)
+  return _rescanning(lambda: ocp.CheckpointManager(directory, options=opts))
+
+
+# A reader of a live run's checkpoints (an evaluation during a distillation) can list a step that the run
+# deletes, keeping its newest `max_to_keep`, before the reader opens it. Orbax then fails while scanning;
+# scanning again sees the current steps.
+_RESCANS = 5
+
+
+def _rescanning(scan: Callable[[], Any]) -> Any:
+  for attempt in range(_RESCANS):
+    try:
+      return scan()
+    except (FileNotFoundError, NotADirectoryError):
+      if attempt == _RESCANS - 1:
+        raise
+  raise AssertionError("unreachable")
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, config: dict) -> None:
@@ -175,24 +191,27 @@ def restore_newest(mngr: ocp.CheckpointManager, template: Any = None, *, check: 
   is read, so a config that does not fit is refused, not taken for damage.
   `template` gives the state its structure; None restores it as saved.
   """
-  skipped = []
-  for step in sorted(mngr.all_steps(), reverse=True):
-    try:
-      saved = restore_config(mngr, step)
-    except Exception as e:  # pylint: disable=broad-except  (any failure to read it is damage)
-      skipped.append(_damaged(mngr, step, e, set_aside))
-      continue
-    if check is not None:
-      check(saved)
-    if not state:
-      return step, saved, None
-    abstract = None if template is None else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-    try:
-      restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
-    except Exception as e:  # pylint: disable=broad-except
-      skipped.append(_damaged(mngr, step, e, set_aside))
-      continue
-    return step, saved, restored
+  for _ in range(_RESCANS):
+    skipped, rotated = [], False
+    for step in sorted(mngr.all_steps(), reverse=True):
+      try:
+        saved = restore_config(mngr, step)
+        if check is not None:
+          check(saved)
+        if not state:
+          return step, saved, None
+        abstract = None if template is None else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+        return step, saved, mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+      except UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  (any failure to read it is damage)
+        if not os.path.isdir(os.path.join(str(mngr.directory), str(step))):
+          rotated = True  # deleted by the live run that wrote it, since the listing: not damage
+          continue
+        skipped.append(_damaged(mngr, step, e, set_aside))
+    if not rotated:
+      break
+    _rescanning(mngr.reload)
   if skipped:
     raise UserError(f"every checkpoint in {mngr.directory} is damaged (steps {', '.join(map(str, skipped))}); "
                     "move the folder away and start again, or pass a new --workdir")

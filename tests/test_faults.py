@@ -132,6 +132,23 @@ def test_garbled_or_empty_newest_checkpoints_fall_back_read_only(shared, tmp_pat
       FAULTS["garbled_or_empty_checkpoint"]
 
 
+def test_a_reader_of_a_live_run_skips_the_steps_it_rotates_away(shared, tmp_path, caplog):
+  # An evaluation opened on a running distillation lists steps 2-4; the run then saves 5-7 and, keeping
+  # its newest 3, deletes them. The reader rescans instead of calling the vanished steps damaged.
+  from distill_jax import checkpoint
+  run = copy_run(shared, tmp_path)
+  reader = checkpoint.manager(str(run / "checkpoints"), create=False)
+  step, saved, state = checkpoint.restore_newest(checkpoint.manager(str(run / "checkpoints"), create=False),
+                                                 state=True)
+  writer = checkpoint.manager(str(run / "checkpoints"))
+  for new in (5, 6, 7):
+    checkpoint.save(writer, new, state, saved)
+  assert steps(run) == [5, 6, 7] and reader.all_steps() == [2, 3, 4]
+  got, _, restored = checkpoint.restore_newest(reader, state=True)
+  assert got == 7 and int(restored["state"]["step"]) == int(state["state"]["step"])
+  assert "damaged" not in caplog.text
+
+
 def test_all_checkpoints_damaged_is_one_line(shared, tmp_path):
   from distill_jax import checkpoint
   from distill_jax.errors import UserError
