@@ -56,13 +56,12 @@ _RESCANS = 5
 
 
 def _rescanning(scan: Callable[[], Any]) -> Any:
-  for attempt in range(_RESCANS):
+  for _ in range(_RESCANS - 1):
     try:
       return scan()
     except (FileNotFoundError, NotADirectoryError):
-      if attempt == _RESCANS - 1:
-        raise
-  raise AssertionError("unreachable")
+      pass
+  return scan()
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, config: dict) -> None:

@@ -55,7 +55,7 @@ def prepare_workdir(workdir: str) -> None:
 
 
 @contextlib.contextmanager
-def workdir_lock(workdir: str, check: Callable[[], None] = lambda: None) -> Iterator[None]:
+def workdir_lock(workdir: str, check: Callable[[], None]) -> Iterator[None]:
   """One run per workdir: a second one is refused instead of interleaving checkpoints and metrics.
 
   `check` runs once the lock is held and before the lock file names this run: a refused resume leaves
