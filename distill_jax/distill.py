@@ -133,8 +133,8 @@ def check_resumable(cfg: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def distill_and_save(exp, workdir: str) -> dict:
-  """Runs (or resumes) distillation, checkpointing every `outer.checkpoint_every` steps and
-  scoring the set on held-out training rows every `outer.eval_every` steps (`holdout_accuracy`).
+  """Runs (or resumes) distillation, checkpointing every `outer.checkpoint_every` steps (and
+  after `checkpoint.MAX_UNSAVED_SECONDS` of wall-clock without a save) and scoring the set on held-out training rows every `outer.eval_every` steps (`holdout_accuracy`).
 
   Ctrl-C or SIGTERM finish the current step, save it and stop (`signals`);
   a non-finite step is never saved.
@@ -166,7 +166,7 @@ def distill_and_save(exp, workdir: str) -> dict:
   if start < cfg.outer.steps:
     logging.info("compiling the outer step (the first step includes it)...")
   t0 = time.perf_counter()
-  saved_at = start
+  saved_at, clock = start, checkpoint.SaveClock()
   for step in range(start, cfg.outer.steps):
     with signals.deferred():
       new_state, m = step_fn(state, static, real)
@@ -186,9 +186,11 @@ def distill_and_save(exp, workdir: str) -> dict:
         acc = evaluator(state["learned"], static)
         logging.info("outer step %d: held-out accuracy %.4f", done, acc)
         writer.write(done, holdout_accuracy=acc)
-      if done % cfg.outer.checkpoint_every == 0 or done == cfg.outer.steps or signals.pending():
+      if (done % cfg.outer.checkpoint_every == 0 or done == cfg.outer.steps or signals.pending()
+          or clock.overdue()):
         checkpoint.save(mngr, done, dict(state=state, static=static), cfg.to_dict())
         saved_at = done
+        clock.reset()
       if signals.pending():
         raise signals.Interrupted(signals.take(), f"interrupted at step {saved_at}; checkpoint saved in "
                                                   f"{mngr.directory}; rerun the same command to resume")

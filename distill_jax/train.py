@@ -5,7 +5,8 @@ batches; the step sizes come from a warm-up + linear-decay schedule. The model
 is selected on training rows held out from training (never on the evaluation
 split), and the selected model is evaluated on the evaluation split once.
 
-A run resumes: every `train.checkpoint_every` steps, at each epoch's end and on
+A run resumes: every `train.checkpoint_every` steps, after
+`checkpoint.MAX_UNSAVED_SECONDS` without a save, at each epoch's end and on
 Ctrl-C the whole training state goes to `train_state/`, and the same command
 continues from it. Data order, dropout keys and step sizes are functions of the
 step, so a resumed run ends where an uninterrupted one does.
@@ -107,7 +108,7 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
   writer.truncate_after(step)
   progress = metrics.Progress(total, step)
   first_epoch, offset = divmod(step, steps_per_epoch)
-  saved_at = step
+  saved_at, clock = step, checkpoint.SaveClock()
 
   def save(step: int) -> None:
     checkpoint.save(mngr, step, dict(state, history=history), cfg.to_dict())
@@ -142,9 +143,11 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
           if best_epoch(history) == epoch:
             state = dict(state, best_params=state["params"])
             checkpoint.save(best_mngr, step, {"params": state["params"]}, cfg.to_dict())
-        if sl.stop == steps_per_epoch or step - saved_at >= t.checkpoint_every or signals.pending():
+        if (sl.stop == steps_per_epoch or step - saved_at >= t.checkpoint_every or signals.pending()
+            or clock.overdue()):
           save(step)
           saved_at = step
+          clock.reset()
         if signals.pending():
           raise signals.Interrupted(signals.take(), f"interrupted at step {step}; training state saved in "
                                                     f"{mngr.directory}; rerun the same command to resume")

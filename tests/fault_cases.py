@@ -55,6 +55,13 @@ FAULTS = {
         sees="`interrupted at step N; training state saved in DIR; rerun the same command to resume`",
         kept="the training state of the last finished chunk of steps; the rerun ends where an uninterrupted "
              "run does (same held-out accuracies, same best model)"),
+    "killed": dict(
+        fault="the process killed where no handler sees it (SIGKILL, the OOM killer, a lost machine)",
+        sees="nothing: the process ends at once; the same command resumes from the newest checkpoint "
+             "(`resumed from step N`) and ends where an uninterrupted run does",
+        kept="the newest checkpoint: distillation saves every `outer.checkpoint_every` steps, training every "
+             "`train.checkpoint_every` steps and at each epoch's end, and both after 10 minutes without a save "
+             "(`checkpoint.MAX_UNSAVED_SECONDS`), so a kill costs at most that much work"),
     "resume_training_with_other_config": dict(
         fault="resuming a training run with another learning rate, batch size, epochs, seed, ...",
         sees="`error: checkpoint in DIR/train_state was written with train.learning_rate=A but the config has B; "

@@ -11,6 +11,7 @@ import numpy as np
 
 from test_main import TINY, cli
 from conftest import REPO
+from fault_cases import FAULTS
 
 ARGS = ["--config.outer.steps=8", "--config.outer.checkpoint_every=1", "--config.synthetic.n_per_class=2",
         "--config.inner.steps=2", "--config.outer.log_every=1", *TINY]
@@ -47,7 +48,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
   r = cli(tmp_path, f"--workdir={tmp_path}/killed", *ARGS)
   assert r.returncode == 0, r.stderr[-2000:]
-  assert f"resumed from step {killed_at}" in r.stderr
+  assert f"resumed from step {killed_at}" in r.stderr, FAULTS["killed"]["sees"]
   (sa, a), (sb, b) = _final_set(str(tmp_path / "full")), _final_set(str(tmp_path / "killed"))
   assert sa == sb == 8
   import jax

@@ -50,6 +50,21 @@ def test_distillation_changes_the_set_and_step_sizes(tmp_path):
   assert int(state["step"]) == 3
 
 
+@pytest.mark.parametrize("mode", ["distill", "train"])
+def test_slow_steps_are_saved_by_wall_clock_between_the_step_cadence(tmp_path, monkeypatch, mode):
+  """A kill no handler sees loses at most checkpoint.MAX_UNSAVED_SECONDS of work, whatever the step cadence."""
+  saved = []
+  save = checkpoint.save
+  monkeypatch.setattr(checkpoint, "save", lambda mngr, step, *a, **kw: (saved.append(step), save(mngr, step, *a, **kw)))
+  monkeypatch.setattr(checkpoint, "MAX_UNSAVED_SECONDS", 0.0)  # every step has been "slow"
+  # 4 outer steps, or 1 epoch of 48 rows in batches of 16 (3 chunks of 1 step): the step cadence alone
+  # would save only the last (train: the best model, then the state).
+  cfg = tiny_cli_config(tmp_path, mode=mode, **{"outer.checkpoint_every": 100, "train.checkpoint_every": 100,
+                                                "evaluate.after_distill": False, "train.chunk_steps": 1})
+  main.run(cfg, str(tmp_path / "run"))
+  assert saved == ([1, 2, 3, 4] if mode == "distill" else [1, 2, 3, 3]), FAULTS["killed"]["kept"]
+
+
 def test_non_finite_meta_loss_stops_with_checkpoint_intact(tmp_path):
   main.run(tiny_cli_config(tmp_path, **{"outer.steps": 2}), str(tmp_path / "run"))
   before = _learned(str(tmp_path / "run"))
