@@ -133,8 +133,9 @@ def check_resumable(cfg: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def distill_and_save(exp, workdir: str) -> dict:
-  """Runs (or resumes) distillation, checkpointing every `outer.checkpoint_every` steps (and
-  after `checkpoint.MAX_UNSAVED_SECONDS` of wall-clock without a save) and scoring the set on held-out training rows every `outer.eval_every` steps (`holdout_accuracy`).
+  """Runs (or resumes) distillation, checkpointing every `outer.checkpoint_every` steps (and after
+  `checkpoint.MAX_UNSAVED_SECONDS` of wall-clock without a save) and scoring the set on held-out
+  training rows every `outer.eval_every` steps (`holdout_accuracy`).
 
   Ctrl-C or SIGTERM finish the current step, save it and stop (`signals`);
   a non-finite step is never saved.
