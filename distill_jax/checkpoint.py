@@ -38,17 +38,17 @@ _SHAPE_KEY_DEFAULTS = {"inner.lr_groups": "global", "synthetic.vocab_size": 2048
 MAX_UNSAVED_SECONDS = 600.0
 
 
-class SaveClock:
-  """Wall-clock since a loop's last save (or its start)."""
+class LastSave:
+  """The step and wall-clock of a loop's last save (or of its start), which decide when the next is due."""
 
-  def __init__(self) -> None:
-    self.reset()
+  def __init__(self, step: int) -> None:
+    self.mark(step)
 
-  def reset(self) -> None:
-    self._last = time.monotonic()
+  def mark(self, step: int) -> None:
+    self.step, self._time = step, time.monotonic()
 
   def overdue(self) -> bool:
-    return time.monotonic() - self._last >= MAX_UNSAVED_SECONDS
+    return time.monotonic() - self._time >= MAX_UNSAVED_SECONDS
 
 
 def manager(directory: str, max_to_keep: Optional[int] = 3, create: bool = True) -> ocp.CheckpointManager:

@@ -167,7 +167,7 @@ def distill_and_save(exp, workdir: str) -> dict:
   if start < cfg.outer.steps:
     logging.info("compiling the outer step (the first step includes it)...")
   t0 = time.perf_counter()
-  saved_at, clock = start, checkpoint.SaveClock()
+  last_save = checkpoint.LastSave(start)
   for step in range(start, cfg.outer.steps):
     with signals.deferred():
       new_state, m = step_fn(state, static, real)
@@ -188,12 +188,11 @@ def distill_and_save(exp, workdir: str) -> dict:
         logging.info("outer step %d: held-out accuracy %.4f", done, acc)
         writer.write(done, holdout_accuracy=acc)
       if (done % cfg.outer.checkpoint_every == 0 or done == cfg.outer.steps or signals.pending()
-          or clock.overdue()):
+          or last_save.overdue()):
         checkpoint.save(mngr, done, dict(state=state, static=static), cfg.to_dict())
-        saved_at = done
-        clock.reset()
+        last_save.mark(done)
       if signals.pending():
-        raise signals.Interrupted(signals.take(), f"interrupted at step {saved_at}; checkpoint saved in "
+        raise signals.Interrupted(signals.take(), f"interrupted at step {last_save.step}; checkpoint saved in "
                                                   f"{mngr.directory}; rerun the same command to resume")
   seconds = time.perf_counter() - t0
   exported = export_set(exp, syn, spec, state["learned"], static, os.path.join(workdir, "distilled"))

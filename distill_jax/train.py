@@ -108,7 +108,7 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
   writer.truncate_after(step)
   progress = metrics.Progress(total, step)
   first_epoch, offset = divmod(step, steps_per_epoch)
-  saved_at, clock = step, checkpoint.SaveClock()
+  last_save = checkpoint.LastSave(step)
 
   def save(step: int) -> None:
     checkpoint.save(mngr, step, dict(state, history=history), cfg.to_dict())
@@ -129,7 +129,7 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
                                               jnp.asarray(lrs_all[step:step + n]), keys)
         if not np.isfinite(float(loss)):
           raise UserError(f"training loss became {float(loss)} at step {step + n}; the training state of step "
-                          f"{saved_at} is intact in {mngr.directory}; lower --config.train.learning_rate and "
+                          f"{last_save.step} is intact in {mngr.directory}; lower --config.train.learning_rate and "
                           "pass a new --workdir")
         state = dict(state, params=new_params, opt_state=new_opt)
         step += n
@@ -143,11 +143,10 @@ def train_and_evaluate(exp: Experiment, workdir: str) -> dict:
           if best_epoch(history) == epoch:
             state = dict(state, best_params=state["params"])
             checkpoint.save(best_mngr, step, {"params": state["params"]}, cfg.to_dict())
-        if (sl.stop == steps_per_epoch or step - saved_at >= t.checkpoint_every or signals.pending()
-            or clock.overdue()):
+        if (sl.stop == steps_per_epoch or step - last_save.step >= t.checkpoint_every or signals.pending()
+            or last_save.overdue()):
           save(step)
-          saved_at = step
-          clock.reset()
+          last_save.mark(step)
         if signals.pending():
           raise signals.Interrupted(signals.take(), f"interrupted at step {step}; training state saved in "
                                                     f"{mngr.directory}; rerun the same command to resume")
