@@ -222,7 +222,7 @@ def make_progress_evaluator(exp, spec: fit.InnerSpec, syn) -> Callable[[dict, di
   Held-out, not the eval split: these curves choose outer-step budgets.
   """
   o = exp.cfg.outer
-  rows = exp.holdout.subset(np.arange(min(o.eval_rows, len(exp.holdout))))  # already a random draw
+  rows = exp.holdout.subset(np.arange(min(o.eval_rows, len(exp.holdout))))  # a random draw: data.holdout's order
 
   def evaluator(learned, static):
     lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)

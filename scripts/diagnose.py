@@ -1,6 +1,6 @@
 """Diagnosis of why bilevel distillation through BERT fails (issue: make it work).
 
-Four measurements, each written to results/diagnosis/<name>.json:
+Five measurements, each written to results/diagnosis/<name>.json:
 
 - `ceiling`: accuracy after T steps of the inner optimizer on REAL minibatches
   of 64 from the θ0 distribution, for T in --steps, momentum SGD and Adam; step
@@ -23,6 +23,14 @@ Four measurements, each written to results/diagnosis/<name>.json:
   held-out training rows. From a random init the steps learn in the word
   table, so what a training set teaches grows with how many words it covers.
 
+- `checks`: a distillation run's kept checkpoints re-scored on the rows its
+  periodic checks scored before data.holdout kept its rows in random order (the
+  first outer.eval_rows held-out rows in file order: on label-sorted files
+  almost one class), on the same number of random held-out rows (the checks
+  since), on all held-out rows and on the eval split, each by --seeds fresh θ0
+  (seed offset 3000, as the checks). It tells whether a run's recorded checks
+  can choose its step.
+
 Usage:
   python scripts/diagnose.py ceiling --config=configs/paper.py:sst2 --steps=10,100,300,1000
   python scripts/diagnose.py ceiling --config=configs/paper.py:sst2 --steps=1000 --tag=T1000
@@ -32,6 +40,8 @@ Usage:
   python scripts/diagnose.py pooling --config=configs/paper.py:sst2 --samples=8
   python scripts/diagnose.py coverage --config=configs/remedies.py:tiny_superpose --config.dataset=sst2 \
       --per_class=10,100,1000,0 --superpose=1,10,100,300 --seeds=5
+  python scripts/diagnose.py checks --run=runs/tiny_small/rotten_tomatoes_d4/distill --seeds=10 --tag=rt_d4
+      (the run's saved config is used; --config is not needed)
 """
 
 from __future__ import annotations
@@ -43,12 +53,15 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from distill_jax import data, distill, evaluate, experiment, fit, inner, runtime, synthetic  # noqa: E402
+from distill_jax import (checkpoint, config, data, distill, evaluate, experiment, fit, inner, runtime,  # noqa: E402
+                         synthetic)
 from distill_jax.models import bert  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "Dataset config.", lock_config=False)
@@ -63,6 +76,7 @@ flags.DEFINE_bool("freeze_word_table", False, "Ceiling with the word-embedding t
                   "all synthetic embeddings can do (they bypass it).")
 flags.DEFINE_list("per_class", ["10", "100", "1000", "0"], "coverage: real examples per class (0 = all).")
 flags.DEFINE_list("superpose", ["1", "10", "100", "300"], "coverage: real examples superposed per synthetic one.")
+flags.DEFINE_string("run", "", "checks: a distillation workdir (its config_distill.json and checkpoints/).")
 flags.DEFINE_string("tag", "", "Suffix of the result file name, so extra runs (e.g. T=1000) add rows instead of replacing.")
 FLAGS = flags.FLAGS
 
@@ -167,11 +181,43 @@ def pooling_stats(cfg) -> dict:
               relative_spread=out)
 
 
+def checks(run: str) -> tuple[ml_collections.ConfigDict, dict]:
+  with open(os.path.join(run, "config_distill.json")) as f:
+    cfg = ml_collections.ConfigDict(config.upgrade(json.load(f)["config"]))
+  exp = experiment.setup(cfg)
+  syn, _, _ = synthetic.initial_set(exp)
+  spec = fit.InnerSpec.from_config(cfg)
+  n = min(cfg.outer.eval_rows, len(exp.holdout))
+  # data.holdout's draw (its permutation's head), back in file order: the rows before it kept their draw order.
+  drawn = np.random.default_rng(cfg.seed).permutation(len(exp.train) + len(exp.holdout))[:len(exp.holdout)]
+  rows = {"file_order_prefix": exp.holdout.subset(np.argsort(drawn)[:n]),
+          "random_prefix": exp.holdout.subset(np.arange(n)), "all_holdout": exp.holdout, "eval_split": exp.eval}
+  with open(os.path.join(run, "metrics.jsonl")) as f:
+    recorded = {m["step"]: m["holdout_accuracy"] for m in map(json.loads, f) if "holdout_accuracy" in m}
+  mngr = checkpoint.manager(evaluate.checkpoint_dir(run), create=False)
+  steps = []
+  for step in sorted(mngr.all_steps()):
+    saved = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(None))).state
+    learned, static = jax.tree_util.tree_map(jnp.asarray, (saved["state"]["learned"], saved["static"]))
+    arrays, lrs = syn.materialize(learned["data"], static), synthetic.step_sizes(learned["lr"], spec.lr_param)
+    scores = {name: evaluate.summary(evaluate.evaluate_set(exp.model, exp.init_fn, arrays, lrs, spec, split, FLAGS.seeds,
+                                                           seed_offset=3000, batch_size=cfg.evaluate.batch_size))
+              for name, split in rows.items()}
+    steps.append(dict(step=step, recorded_check=recorded.get(step), **scores))
+    print(step, {k: round(100 * v["mean"], 2) for k, v in scores.items()}, flush=True)
+  counts = {name: np.bincount(rows[name].labels, minlength=exp.num_classes).tolist()
+            for name in ("file_order_prefix", "random_prefix")}
+  return cfg, dict(dataset=exp.spec.name, run=run, model=cfg.model.to_dict(), init=cfg.init.to_dict(), rows=n,
+                   eval_split=cfg.data.eval_split or exp.spec.eval_split, class_counts=counts, steps=steps)
+
+
 def main(argv) -> None:
   cmd = argv[1] if len(argv) > 1 else ""
   cfg = FLAGS.config
   os.makedirs(FLAGS.out, exist_ok=True)
-  if cmd == "ceiling":
+  if cmd == "checks":
+    cfg, result = checks(FLAGS.run)
+  elif cmd == "ceiling":
     result = ceiling(cfg)
   elif cmd == "gradients":
     result = gradient_stats(cfg, {
@@ -184,7 +230,7 @@ def main(argv) -> None:
   elif cmd == "coverage":
     result = coverage(cfg)
   else:
-    raise app.UsageError("first argument: ceiling | gradients | pooling | coverage")
+    raise app.UsageError("first argument: ceiling | gradients | pooling | coverage | checks")
   result["command"] = "python scripts/diagnose.py " + " ".join(sys.argv[1:])
   model = cfg.model.size if not cfg.model.pretrained else "pretrained"
   path = os.path.join(FLAGS.out, f"{cmd}_{cfg.data.dataset}_{model}{'_' + FLAGS.tag if FLAGS.tag else ''}.json")

@@ -231,8 +231,8 @@ def why_short(r: dict, short: float, held_reference: float | None = None) -> str
   """The evidence a miss comes with: its size in standard errors of the distilled mean; whether the
   distillation's periodic checks were still rising at its last outer step (a budget cut before its plateau)
   or level within `LEVEL` (a plateau); and, given the reference's accuracy on
-  the same held-out training rows, the last check's share of it (the shortfall where the eval split's
-  own distribution plays no part)."""
+  the held-out training rows (all of them; the checks score a random `outer.eval_rows` of them), the
+  last check's share of it (the shortfall where the eval split's own distribution plays no part)."""
   se = standard_error(r)
   notes = [f"{short / se:.1f} standard errors of the {r['distilled']['n']}-model mean"] if se else []
   checks = [(h["step"], h[k], rows) for h in r.get("history", []) for k, rows in
@@ -242,7 +242,7 @@ def why_short(r: dict, short: float, held_reference: float | None = None) -> str
     trend = "still rising at" if a1 - a0 >= LEVEL else f"level (within {pct(LEVEL)} point) over"
     notes.append(f"its checks on {rows} {trend} the last outer steps ({pct(a0)} → {pct(a1)}, steps {s0} → {s1})")
     if held_reference and rows == "held-out training rows":
-      notes.append(f"on those rows {pct(a1)} of the reference's {pct(held_reference)} = {100 * a1 / held_reference:.1f}%")
+      notes.append(f"on held-out rows {pct(a1)} of the reference's {pct(held_reference)} = {100 * a1 / held_reference:.1f}%")
   return f" ({'; '.join(notes)})" if notes else ""
 
 
@@ -460,6 +460,23 @@ def coverage_table() -> str:
   return with_commands(rows, runs, named=False)
 
 
+def checks_table() -> str:
+  """Runs' kept checkpoints re-scored on the rows their periodic checks scored (file order) and on random rows."""
+  runs = load("diagnosis/checks_*.json")
+  rows = ["| run | dataset | outer step | check as recorded | first held-out rows, file order (per class) | "
+          "as many random held-out rows (per class) | all held-out rows | eval split | models |",
+          "|---|---|---|---|---|---|---|---|---|"]
+  for name, r in runs.items():
+    counts = {k: " / ".join(map(str, v)) for k, v in r["class_counts"].items()}
+    for s in r["steps"]:
+      check = pct(s["recorded_check"]) if s["recorded_check"] is not None else "—"
+      rows.append(f"| `{r['run']}` | {NAMES[r['dataset']]} | {s['step']} | {check} | "
+                  f"{mean_std(s['file_order_prefix'])} ({r['rows']}: {counts['file_order_prefix']}) | "
+                  f"{mean_std(s['random_prefix'])} ({counts['random_prefix']}) | {mean_std(s['all_holdout'])} | "
+                  f"{mean_std(s['eval_split'])} ({r['eval_split']}) | {s['eval_split']['n']} |")
+  return with_commands(rows, runs, named=False)
+
+
 SET_KINDS = {"direct": "embeddings", "addressable": "addressable", "tokens": "token distributions"}
 
 
@@ -565,7 +582,7 @@ def benchmark_table() -> str:
 
 TABLES = {"quickstart": quickstart, "recipes": recipes_table, "references": references_table,
           "budgets": budgets_table, "targets": targets_table, "attention": attention_table, "small_sets": small_sets_table, "faults": faults_table, "table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
-          "pooling": pooling_table, "coverage": coverage_table,
+          "pooling": pooling_table, "coverage": coverage_table, "checks": checks_table,
           "remedies": remedies_table, "sensitivity": sensitivity_table,
           "addressable": addressable_table, "benchmark": benchmark_table,
           "host_classes": host_classes_table}

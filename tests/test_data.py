@@ -684,6 +684,16 @@ def test_holdout_rows_are_disjoint_from_training_rows_and_cover_the_split():
   np.testing.assert_array_equal(held.input_ids, held_again.input_ids)
 
 
+def test_a_prefix_of_the_held_out_rows_is_a_random_draw_from_a_label_sorted_file():
+  n = 2000
+  ids = np.arange(n, dtype=np.int32)[:, None].repeat(4, 1)
+  by_label = data.Split(input_ids=ids, attention_mask=np.ones_like(ids),
+                        labels=(np.arange(n) >= n // 2).astype(np.int32), texts=[str(i) for i in range(n)])
+  _, held = data.holdout(by_label, 1000, seed=0)
+  first = np.bincount(held.labels[:500], minlength=2)
+  assert first.min() > 200, first  # in file order this prefix was ~97% one class (the periodic checks' rows)
+
+
 def test_holding_out_half_the_split_is_refused_with_the_fix():
   with pytest.raises(UserError, match="lower --config.data.holdout_rows"):
     data.holdout(_numbered_split(30), 16, seed=0)

@@ -42,7 +42,7 @@ def test_targets_pass_miss_and_unmeasured_cells(tmp_path, monkeypatch):
   measured, verdict = rows[("1/class ≥ 90% of full", "SST-2 1/class")]
   assert measured.strip() == "70.00 of 80.00 = 87.5%"
   assert verdict.strip() == ("miss by 2.00 points (6.0 standard errors of the 10-model mean; its checks on held-out "
-                             "training rows still rising at the last outer steps (60.00 → 65.00, steps 100 → 200); on those rows 65.00 "
+                             "training rows still rising at the last outer steps (60.00 → 65.00, steps 100 → 200); on held-out rows 65.00 "
                              "of the reference's 75.00 = 86.7%)")
   measured, verdict = rows[("≥ 3 points over K-Center", "SST-2 5/class")]
   assert measured.strip() == "75.00 − 73.00 = +2.00"
