@@ -122,7 +122,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.outer.warmup_steps = 0  # linear warm-up of both outer learning rates
   c.outer.eval_every = 0  # score the set on held-out training rows every k steps (0 = never)
   c.outer.eval_seeds = 2
-  c.outer.eval_rows = 500  # held-out rows (data.holdout_rows) used by those periodic checks
+  c.outer.eval_rows = 500  # random held-out rows (the first of data.holdout_rows) those periodic checks score
   c.outer.log_every = 10
   c.outer.checkpoint_every = 50
 
