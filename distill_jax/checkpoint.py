@@ -198,6 +198,12 @@ def check_resumable(folder: str, current: dict, keys: tuple[str, ...] = SHAPE_KE
       restore_newest(mngr, check=lambda saved: check_compatible(saved, current, folder, keys))
 
 
+def restore_step(mngr: ocp.CheckpointManager, step: int, template: Any = None) -> Any:
+  """The state saved at `step`, as saved or in `template`'s structure (no fallback: see `restore_newest`)."""
+  abstract = None if template is None else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+  return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+
+
 def restore_newest(mngr: ocp.CheckpointManager, template: Any = None, *, check: Optional[Callable] = None,
                    set_aside: bool = False, state: bool = False) -> tuple[int, dict, Any]:
   """(step, config, state or None) of the newest step that restores whole.
@@ -218,8 +224,7 @@ def restore_newest(mngr: ocp.CheckpointManager, template: Any = None, *, check: 
           check(saved)
         if not state:
           return step, saved, None
-        abstract = None if template is None else jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-        return step, saved, mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+        return step, saved, restore_step(mngr, step, template)
       except UserError:
         raise
       except Exception as e:  # pylint: disable=broad-except  (any failure to read it is damage)

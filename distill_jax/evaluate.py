@@ -216,6 +216,10 @@ def equal_storage_subset(exp, spec: fit.InnerSpec, budget: int) -> dict:
   return r
 
 
+# θ0 keys of the periodic checks: apart from distillation's and from evaluation's (evaluate_set's 1000).
+CHECK_SEED_OFFSET = 3000
+
+
 def make_progress_evaluator(exp, spec: fit.InnerSpec, syn) -> Callable[[dict, dict], float]:
   """Mean accuracy of `outer.eval_seeds` fresh models on `outer.eval_rows` held-out training rows.
 
@@ -227,7 +231,7 @@ def make_progress_evaluator(exp, spec: fit.InnerSpec, syn) -> Callable[[dict, di
   def evaluator(learned, static):
     lrs = synthetic.step_sizes(learned["lr"], spec.lr_param)
     accs = evaluate_set(exp.model, exp.init_fn, syn.materialize(learned["data"], static), lrs, spec, rows,
-                        o.eval_seeds, seed_offset=3000, batch_size=exp.cfg.evaluate.batch_size)
+                        o.eval_seeds, seed_offset=CHECK_SEED_OFFSET, batch_size=exp.cfg.evaluate.batch_size)
     return float(np.mean(accs))
   return evaluator
 

@@ -40,7 +40,7 @@ Usage:
   python scripts/diagnose.py pooling --config=configs/paper.py:sst2 --samples=8
   python scripts/diagnose.py coverage --config=configs/remedies.py:tiny_superpose --config.dataset=sst2 \
       --per_class=10,100,1000,0 --superpose=1,10,100,300 --seeds=5
-  python scripts/diagnose.py checks --run=runs/tiny_small/rotten_tomatoes_d4/distill --seeds=10 --tag=rt_d4
+  python scripts/diagnose.py checks --run=runs/tiny_small/rotten_tomatoes_d4/distill --seeds=10 --tag=d4
       (the run's saved config is used; --config is not needed)
 """
 
@@ -55,7 +55,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -188,8 +187,8 @@ def checks(run: str) -> tuple[ml_collections.ConfigDict, dict]:
   syn, _, _ = synthetic.initial_set(exp)
   spec = fit.InnerSpec.from_config(cfg)
   n = min(cfg.outer.eval_rows, len(exp.holdout))
-  # data.holdout's draw (its permutation's head), back in file order: the rows before it kept their draw order.
-  drawn = np.random.default_rng(cfg.seed).permutation(len(exp.train) + len(exp.holdout))[:len(exp.holdout)]
+  # data.holdout's draw, back in file order: the rows the checks scored before it kept the draw order.
+  drawn = data.splits.held_out_indices(len(exp.train) + len(exp.holdout), len(exp.holdout), cfg.seed)
   rows = {"file_order_prefix": exp.holdout.subset(np.argsort(drawn)[:n]),
           "random_prefix": exp.holdout.subset(np.arange(n)), "all_holdout": exp.holdout, "eval_split": exp.eval}
   with open(os.path.join(run, "metrics.jsonl")) as f:
@@ -197,11 +196,11 @@ def checks(run: str) -> tuple[ml_collections.ConfigDict, dict]:
   mngr = checkpoint.manager(evaluate.checkpoint_dir(run), create=False)
   steps = []
   for step in sorted(mngr.all_steps()):
-    saved = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(None))).state
+    saved = checkpoint.restore_step(mngr, step)
     learned, static = jax.tree_util.tree_map(jnp.asarray, (saved["state"]["learned"], saved["static"]))
     arrays, lrs = syn.materialize(learned["data"], static), synthetic.step_sizes(learned["lr"], spec.lr_param)
     scores = {name: evaluate.summary(evaluate.evaluate_set(exp.model, exp.init_fn, arrays, lrs, spec, split, FLAGS.seeds,
-                                                           seed_offset=3000, batch_size=cfg.evaluate.batch_size))
+                                                           seed_offset=evaluate.CHECK_SEED_OFFSET, batch_size=cfg.evaluate.batch_size))
               for name, split in rows.items()}
     steps.append(dict(step=step, recorded_check=recorded.get(step), **scores))
     print(step, {k: round(100 * v["mean"], 2) for k, v in scores.items()}, flush=True)

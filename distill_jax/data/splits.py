@@ -36,6 +36,11 @@ class Split:
     )
 
 
+def held_out_indices(n: int, rows: int, seed: int) -> np.ndarray:
+  """The `rows` indices of an n-row split that `holdout` holds out, in their (random) draw order."""
+  return np.random.default_rng(seed).permutation(n)[:rows]
+
+
 def holdout(split: Split, rows: int, seed: int) -> tuple[Split, Split]:
   """(rows to learn from, `rows` random rows held out from all learning); files may be sorted by label.
 
@@ -48,5 +53,5 @@ def holdout(split: Split, rows: int, seed: int) -> tuple[Split, Split]:
   if rows * 2 > len(split):
     raise UserError(f"data.holdout_rows={rows} would hold out over half of the {len(split)} training rows; "
                     f"lower --config.data.holdout_rows (e.g. {max(1, len(split) // 10)})")
-  perm = np.random.default_rng(seed).permutation(len(split))
-  return split.subset(np.sort(perm[rows:])), split.subset(perm[:rows])
+  held = held_out_indices(len(split), rows, seed)
+  return split.subset(np.setdiff1d(np.arange(len(split)), held)), split.subset(held)
