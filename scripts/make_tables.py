@@ -315,7 +315,8 @@ def attention_table() -> str:
 
 def recipes_table() -> str:
   """One row per dataset and recipe: a results/recipes/ run of the recipe when one exists (for AG News
-  MiniLM, the quick start's), else the earlier measured run of its setting (results/remedies/)."""
+  MiniLM, the quick start's), else the earlier measured run of its setting (results/remedies/). Larger
+  budgets are the budget table's (results/budgets/), measured with coresets beside them."""
   rows = ["| dataset | recipe | outer steps | distilled | random real subset | real-data ceiling | models | "
           "full data | % of full | distillation, min | result file |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for d in RECIPE_DATASETS:
@@ -328,16 +329,11 @@ def recipes_table() -> str:
       if r is None:
         rows.append(f"| {NAMES[d]} | {recipe} | — | not measured yet | — | — | — | — | — | — | — |")
         continue
-      # Larger budgets of the same recipe: results/recipes/<dataset>_<variant>_<k>pc.json.
-      larger = sorted(load(f"recipes/{d}_{variant}_*pc.json").items(), key=lambda kv: kv[1]["n_per_class"])
-      for name, r, recipe in [(name, r, recipe), *((f"recipes/{n}", x, f"{label.replace('1/class', '')}"
-                                                    f"{x['n_per_class']}/class (`{RECIPE_CONFIGS[d]}{suffix}`, "
-                                                    f"n_per_class={x['n_per_class']})") for n, x in larger)]:
-        minutes = distill_minutes(r)
-        rows.append(f"| {NAMES[d]} | {recipe} | {r['outer_steps']} | {mean_std(r['distilled'])} | "
-                    f"{mean_std(r.get('random_subset'))} | {mean_std(r.get('real_ceiling'))} | "
-                    f"{r['distilled']['n']} | {full_cells(variant, d, r['distilled']['mean'])} | "
-                    f"{f'{minutes:.0f}' if minutes else '—'} | `{name}.json` |")
+      minutes = distill_minutes(r)
+      rows.append(f"| {NAMES[d]} | {recipe} | {r['outer_steps']} | {mean_std(r['distilled'])} | "
+                  f"{mean_std(r.get('random_subset'))} | {mean_std(r.get('real_ceiling'))} | "
+                  f"{r['distilled']['n']} | {full_cells(variant, d, r['distilled']['mean'])} | "
+                  f"{f'{minutes:.0f}' if minutes else '—'} | `{name}.json` |")
   return "\n".join(rows)
 
 
