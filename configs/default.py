@@ -116,6 +116,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.outer.steps = 300
   c.outer.lr = 1e-3  # for the synthetic data
   c.outer.lr_lr = 1e-2  # for the raw step sizes
+  c.outer.label_lr = 0.0  # for learned labels (synthetic.label_mode soft/real); 0 = outer.lr
   c.outer.clip = 1.0  # global-norm clipping of the meta-gradient (0 = off)
   c.outer.real_batch_size = 64
   c.outer.inits_per_step = 1

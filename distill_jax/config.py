@@ -130,6 +130,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       (o.steps >= 0, "outer.steps must be >= 0"),
       (_finite_positive(o.lr), "outer.lr must be a finite number > 0"),
       (o.lr_lr >= 0 and math.isfinite(o.lr_lr), "outer.lr_lr must be a finite number >= 0"),
+      (o.label_lr >= 0 and math.isfinite(o.label_lr), "outer.label_lr must be a finite number >= 0 (0 = outer.lr)"),
       (o.clip >= 0 and math.isfinite(o.clip), "outer.clip must be a finite number >= 0 (0 = off)"),
       (o.warmup_steps >= 0, "outer.warmup_steps must be >= 0"),
       (o.real_batch_size >= 1, "outer.real_batch_size must be >= 1"),

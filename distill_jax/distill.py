@@ -103,12 +103,22 @@ def init_state(learned: dict, tx: optax.GradientTransformation, seed: int) -> St
 
 # ---- driver -----------------------------------------------------------------
 
+# The learned labels' parameters in every parametrisation's `params` (synthetic.py).
+LABEL_PARAMS = ("labels", "label_bases")
+
+
 def outer_tx(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam on the synthetic data and, with its own learning rate, on the raw step sizes."""
-  labels = lambda learned: {"data": jax.tree_util.tree_map(lambda _: "data", learned["data"]), "lr": "lr"}
-  warm = lambda lr: optax.linear_schedule(0.0, lr, cfg.outer.warmup_steps) if cfg.outer.warmup_steps else lr
-  tx = optax.multi_transform({"data": optax.adam(warm(cfg.outer.lr)), "lr": optax.adam(warm(cfg.outer.lr_lr))},
-                             labels)
+  """Adam on the synthetic data and, each with its own learning rate, on the raw step sizes and (with
+  `outer.label_lr`) the learned labels: soft-label logits start at 10·onehot, where steps of `outer.lr`
+  leave them one-hot for hundreds of outer steps (docs/diagnosis.md, finding 7)."""
+  o = cfg.outer
+  own = lambda name: "labels" if o.label_lr and name in LABEL_PARAMS else "data"
+  groups = lambda learned: {"data": {k: own(k) for k in learned["data"]}, "lr": "lr"}
+  warm = lambda lr: optax.linear_schedule(0.0, lr, o.warmup_steps) if o.warmup_steps else lr
+  txs = {"data": optax.adam(warm(o.lr)), "lr": optax.adam(warm(o.lr_lr))}
+  if o.label_lr:  # a group of its own only when set, so checkpoints from before it restore unchanged
+    txs["labels"] = optax.adam(warm(o.label_lr))
+  tx = optax.multi_transform(txs, groups)
   return optax.chain(optax.clip_by_global_norm(cfg.outer.clip), tx) if cfg.outer.clip else tx
 
 

@@ -7,10 +7,12 @@ import signal
 import distill_jax
 import jax
 import numpy as np
+import optax
 import pytest
 
 from distill_jax import checkpoint, config, data, distill, evaluate, experiment, main, signals, synthetic
 from distill_jax.errors import UserError
+from configs import default
 from conftest import tiny_cli_config
 from fault_cases import FAULTS
 
@@ -48,6 +50,25 @@ def test_distillation_changes_the_set_and_step_sizes(tmp_path):
   assert np.abs(np.asarray(state["learned"]["data"]["x"]) - x0).max() > 0
   assert np.abs(np.asarray(state["learned"]["lr"]) - lr0).max() > 0
   assert int(state["step"]) == 3
+
+
+@pytest.mark.parametrize("label_lr", [0.0, 0.5])
+def test_learned_labels_take_their_own_outer_learning_rate(label_lr):
+  cfg = default.get_config()
+  cfg.outer.clip, cfg.outer.lr, cfg.outer.label_lr = 0.0, 1e-3, label_lr
+  learned = {"data": {"x": np.zeros((2, 3, 4), np.float32), "labels": 10 * np.eye(2, dtype=np.float32)},
+             "lr": np.zeros(5, np.float32)}
+  tx = distill.outer_tx(cfg)
+  grads = jax.tree_util.tree_map(np.ones_like, learned)
+  updates, _ = tx.update(grads, tx.init(learned), learned)
+  # Adam's first step moves every parameter by its learning rate against the gradient's sign.
+  np.testing.assert_allclose(updates["data"]["x"], -1e-3, rtol=1e-4)
+  np.testing.assert_allclose(updates["data"]["labels"], -(label_lr or 1e-3), rtol=1e-4)
+  np.testing.assert_allclose(updates["lr"], -cfg.outer.lr_lr, rtol=1e-4)
+  if not label_lr:  # no group of its own: the optimizer state of checkpoints from before the key
+    old = optax.multi_transform({"data": optax.adam(1e-3), "lr": optax.adam(cfg.outer.lr_lr)},
+                                lambda l: {"data": jax.tree_util.tree_map(lambda _: "data", l["data"]), "lr": "lr"})
+    assert jax.tree_util.tree_structure(tx.init(learned)) == jax.tree_util.tree_structure(old.init(learned))
 
 
 @pytest.mark.parametrize("mode", ["distill", "train"])
