@@ -20,6 +20,7 @@ import os
 import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,13 +54,37 @@ def history(metrics_path: str) -> list[dict]:
   return [{k: r[k] for k in HISTORY_KEYS if k in r} for r in rows if len(set(r) & set(HISTORY_KEYS)) > 1]
 
 
+def run_child(cmd: list[str]) -> None:
+  """Runs `cmd` to its end, raising CalledProcessError on a failure.
+
+  Unlike subprocess.run, a Ctrl-C or SIGTERM does not kill the child: it stops
+  at a safe point (a finished step and checkpoint, or a finished evaluation
+  part) and says what it kept, so this waits for it (forwarding a SIGTERM sent
+  to this script alone) and the caller still records the attempt's time.
+  """
+  with subprocess.Popen(cmd, cwd=ROOT) as child:
+    forward = lambda signum, frame: child.send_signal(signum)  # pylint: disable=unnecessary-lambda-assignment
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+      while True:
+        try:
+          child.wait()
+          break
+        except KeyboardInterrupt:  # the terminal's Ctrl-C reached the child too
+          continue
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+  if child.returncode:
+    raise subprocess.CalledProcessError(child.returncode, cmd)
+
+
 def one_command(args, config_args: list[str]) -> int:
   """The README's quick start as a user runs it: one command, timed whole."""
   shutil.rmtree(os.path.join(ROOT, args.run), ignore_errors=True)
   cmd = [sys.executable, "-m", "distill_jax.main", *config_args, f"--workdir={args.run}"]
   print("==", shlex.join(["python", *cmd[1:]]), flush=True)
   start = time.perf_counter()
-  subprocess.run(cmd, cwd=ROOT, check=True)
+  run_child(cmd)
   result = json.load(open(os.path.join(ROOT, args.run, "result_evaluate.json")))
   result.update(command=shlex.join(["python", *cmd[1:]]), total_seconds=time.perf_counter() - start, host=host())
   log = os.path.join(ROOT, args.run, "metrics.jsonl")
@@ -126,7 +151,7 @@ def main(argv: list[str]) -> int:
     print("==", shlex.join(["python", *cmd[1:]]), flush=True)
     start = time.perf_counter()
     try:
-      subprocess.run(cmd, cwd=ROOT, check=True)
+      run_child(cmd)
     finally:  # a stopped command's time counts too: --resume continues it
       seconds = time.perf_counter() - start
       # Children run one at a time, so after the first command this is that command's own peak.
@@ -158,4 +183,10 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  try:
+    sys.exit(main(sys.argv[1:]))
+  except subprocess.CalledProcessError as err:
+    print(f"stopped: `{shlex.join(['python', *err.cmd[1:]])}` exited with status {err.returncode} (its last line "
+          "says what it kept); the time so far is recorded, and --resume continues from the kept checkpoint and "
+          "evaluation parts", file=sys.stderr)
+    sys.exit(err.returncode)

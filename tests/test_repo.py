@@ -3,8 +3,13 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
+
+import pytest
 
 from conftest import REPO
 
@@ -63,3 +68,25 @@ def test_distill_eval_keeps_the_logged_curves(tmp_path):
                                             {"step": 25, "holdout_accuracy": 0.7},
                                             {"step": 20, "meta_loss": 0.5}]
   assert distill_eval.seconds_per_step(str(log)) is None  # the first interval holds the compile: none left
+
+
+def test_distill_eval_lets_a_stopped_command_finish_its_safe_stop(tmp_path):
+  """A SIGTERM to the script reaches the child, which is waited for, not killed, so its own line and
+  checkpoint come out and the attempt's time is still recorded."""
+  sys.path.insert(0, os.path.join(REPO, "scripts"))
+  import distill_eval
+  ready, kept = tmp_path / "ready", tmp_path / "kept"
+  child = ("import pathlib, signal, sys, time\n"
+           "def stop(*_):\n  time.sleep(0.5); pathlib.Path(sys.argv[2]).write_text('step 3'); sys.exit(143)\n"
+           "signal.signal(signal.SIGTERM, stop)\npathlib.Path(sys.argv[1]).touch()\ntime.sleep(60)\n")
+
+  def stop_when_ready():
+    while not ready.exists():
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)  # to this process only, as `kill PID` would
+  before = signal.getsignal(signal.SIGTERM)
+  threading.Thread(target=stop_when_ready, daemon=True).start()
+  with pytest.raises(subprocess.CalledProcessError) as err:
+    distill_eval.run_child([sys.executable, "-c", child, str(ready), str(kept)])
+  assert err.value.returncode == 143 and kept.read_text() == "step 3"
+  assert signal.getsignal(signal.SIGTERM) is before
