@@ -377,6 +377,11 @@ def token_set(syn: Tokens, split: data.Split, n_per_class: int, k: int, seed: in
   """A token set's starting params and static arrays: n_per_class examples per class, each the
   superposition of k real rows of `split` of its class (sampled class by class, so rows stay grouped)."""
   c = syn.shape.num_classes
+  fewest = int(np.bincount(split.labels, minlength=c).min())
+  if k > 1 and n_per_class * k > fewest:
+    raise UserError(f"synthetic.superpose={k} needs {n_per_class * k} training rows of every class "
+                    f"(n_per_class={n_per_class} × {k}), but one class has {fewest}; lower "
+                    f"--config.synthetic.superpose to at most {fewest // n_per_class}")
   idx = data.sample_per_class(split.labels, n_per_class * k, c, seed)
   ids = split.input_ids[idx].reshape(n_per_class * c, k, -1)
   vocab = candidate_vocab(split.input_ids, ids, vocab_size)

@@ -1,10 +1,12 @@
 """The config's gate: old key names keep working, and impossible values fail before any data is read."""
 
 import ml_collections
+import numpy as np
 import pytest
 
 from configs import default, paper
-from distill_jax import config
+from conftest import SHARED_DATA
+from distill_jax import config, data
 from distill_jax.errors import UserError
 
 
@@ -87,3 +89,17 @@ def test_every_shipped_config_validates():
   for c in configs:
     config.validate(c)
   assert isinstance(recipes.get("trec"), ml_collections.ConfigDict)
+
+
+@pytest.mark.parametrize("dataset", ["sst2", "rotten_tomatoes", "imdb", "ag_news", "trec"])
+def test_each_tiny_recipe_superposes_no_more_rows_than_its_smallest_class_keeps(dataset):
+  """The token set draws n_per_class × superpose training rows of every class, after data.holdout_rows
+  (a recipe that broke that stopped before its first step)."""
+  from configs import recipes
+  c = recipes.get(dataset, "tiny")
+  spec = data.get_spec(dataset)
+  _, labels = data.load_texts(dataset, spec.train_split, SHARED_DATA)
+  for seed in range(10):  # the seed draws the held-out rows: results are checked on other seeds
+    kept = np.delete(labels, data.splits.held_out_indices(len(labels), c.data.holdout_rows, seed))
+    fewest = np.bincount(kept, minlength=spec.num_classes).min()
+    assert c.synthetic.n_per_class * c.synthetic.superpose <= fewest, (dataset, seed, fewest)

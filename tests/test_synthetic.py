@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from distill_jax import checkpoint, synthetic
+from distill_jax import checkpoint, data, synthetic
 from distill_jax.errors import UserError
 
 SHAPE = synthetic.SetShape(num_examples=6, seq_len=5, hidden=8, num_classes=3, label_mode="soft")
@@ -192,3 +192,15 @@ def test_distinctive_candidates_keep_what_separates_the_classes_over_the_frequen
   assert params["logits"].shape == (2, 3, 1)
   out = syn.materialize(params, static)["token_probs"]
   np.testing.assert_allclose(np.asarray(out).sum(-1), 1.0, rtol=1e-6)
+
+
+def test_superposing_more_rows_than_a_class_has_names_the_setting_to_lower():
+  shape = synthetic.SetShape(num_examples=2, seq_len=3, hidden=8, num_classes=2)
+  ids = np.array([[101, 5, 102]] * 5 + [[101, 7, 102]] * 3, np.int32)
+  split = data.Split(input_ids=ids, attention_mask=np.ones_like(ids), labels=np.array([0] * 5 + [1] * 3, np.int32),
+                     texts=[""] * 8)
+  with pytest.raises(UserError, match=r"synthetic.superpose=4 .* one class has 3; lower "
+                                      r"--config.synthetic.superpose to at most 3"):
+    synthetic.token_set(synthetic.Tokens(shape, 10.0), split, 1, 4, 0, 16)
+  params, _ = synthetic.token_set(synthetic.Tokens(shape, 10.0), split, 1, 3, 0, 16)  # every row of class 1
+  assert params["logits"].shape[:2] == (2, 3)
