@@ -1,9 +1,11 @@
 """The recipes that work, per dataset: what `configs/<dataset>.py` returns.
 
 - `minilm` (the default): the pretrained all-MiniLM-L6-v2 body with a fresh
-  classifier head per θ0, one learned example per class with a learned soft
-  label, five inner SGD steps with learned step sizes (the setting of the
-  published successes, Maekawa et al. 2023).
+  classifier head per θ0, one learned example per class with a soft label
+  (learnable, but at outer.lr its 10·onehot logits stay one-hot, and with
+  their own outer.label_lr they only harden: docs/diagnosis.md, finding 7),
+  five inner SGD steps with learned step sizes (the setting of the published
+  successes, Maekawa et al. 2023).
 - `tiny`: BERT-Tiny from random init. One example per class that starts as the
   position-wise superposition of thousands of real examples of its class
   (distributions over candidate tokens), mean pooling, thirty differentiable
