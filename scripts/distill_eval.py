@@ -57,23 +57,21 @@ def history(metrics_path: str) -> list[dict]:
 def run_child(cmd: list[str]) -> None:
   """Runs `cmd` to its end, raising CalledProcessError on a failure.
 
-  Unlike subprocess.run, a Ctrl-C or SIGTERM does not kill the child: it stops
-  at a safe point (a finished step and checkpoint, or a finished evaluation
-  part) and says what it kept, so this waits for it (forwarding a SIGTERM sent
-  to this script alone) and the caller still records the attempt's time.
+  Unlike subprocess.run, a Ctrl-C or SIGTERM does not kill the child: it is
+  passed on, once, and the child stops at a safe point (a finished step and
+  checkpoint, or a finished evaluation part) and says what it kept; this waits
+  for it, so the caller still records the attempt's time. The child has a
+  session of its own so that a signal to the terminal's or this script's
+  process group does not reach it twice (a second one abandons the step).
   """
-  with subprocess.Popen(cmd, cwd=ROOT) as child:
+  with subprocess.Popen(cmd, cwd=ROOT, start_new_session=True) as child:
     forward = lambda signum, frame: child.send_signal(signum)  # pylint: disable=unnecessary-lambda-assignment
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-      while True:
-        try:
-          child.wait()
-          break
-        except KeyboardInterrupt:  # the terminal's Ctrl-C reached the child too
-          continue
+      child.wait()
     finally:
-      signal.signal(signal.SIGTERM, previous)
+      for s, handler in previous.items():
+        signal.signal(s, handler)
   if child.returncode:
     raise subprocess.CalledProcessError(child.returncode, cmd)
 

@@ -70,23 +70,28 @@ def test_distill_eval_keeps_the_logged_curves(tmp_path):
   assert distill_eval.seconds_per_step(str(log)) is None  # the first interval holds the compile: none left
 
 
-def test_distill_eval_lets_a_stopped_command_finish_its_safe_stop(tmp_path):
-  """A SIGTERM to the script reaches the child, which is waited for, not killed, so its own line and
-  checkpoint come out and the attempt's time is still recorded."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_distill_eval_lets_a_stopped_command_finish_its_safe_stop(tmp_path, signum):
+  """A SIGTERM or Ctrl-C reaches the child once and the child is waited for, not killed, so its own line
+  and checkpoint come out and the attempt's time is still recorded."""
   sys.path.insert(0, os.path.join(REPO, "scripts"))
   import distill_eval
   ready, kept = tmp_path / "ready", tmp_path / "kept"
   child = ("import pathlib, signal, sys, time\n"
-           "def stop(*_):\n  time.sleep(0.5); pathlib.Path(sys.argv[2]).write_text('step 3'); sys.exit(143)\n"
-           "signal.signal(signal.SIGTERM, stop)\npathlib.Path(sys.argv[1]).touch()\ntime.sleep(60)\n")
+           "got = []\n"
+           "def stop(signum, _):\n  got.append(signum)\n"
+           "for s in (signal.SIGINT, signal.SIGTERM):\n  signal.signal(s, stop)\n"
+           "pathlib.Path(sys.argv[1]).touch()\n"
+           "while not got:\n  time.sleep(0.05)\n"
+           "time.sleep(0.5)\npathlib.Path(sys.argv[2]).write_text(str(got))\nsys.exit(128 + got[0])\n")
 
   def stop_when_ready():
     while not ready.exists():
       time.sleep(0.05)
-    os.kill(os.getpid(), signal.SIGTERM)  # to this process only, as `kill PID` would
-  before = signal.getsignal(signal.SIGTERM)
+    os.kill(os.getpid(), signum)  # to this process only, as `kill PID` would (a terminal's Ctrl-C: its group)
+  before = signal.getsignal(signum)
   threading.Thread(target=stop_when_ready, daemon=True).start()
   with pytest.raises(subprocess.CalledProcessError) as err:
     distill_eval.run_child([sys.executable, "-c", child, str(ready), str(kept)])
-  assert err.value.returncode == 143 and kept.read_text() == "step 3"
-  assert signal.getsignal(signal.SIGTERM) is before
+  assert err.value.returncode == 128 + signum and kept.read_text() == f"[{int(signum)}]"
+  assert signal.getsignal(signum) is before
