@@ -20,8 +20,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from distill_jax import (config as config_lib, distill, evaluate, experiment, metrics, parallel, runtime, signals,
-                         train)
+from distill_jax import (checkpoint, config as config_lib, distill, evaluate, experiment, metrics, parallel, runtime,
+                         signals, train)
 from distill_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -141,10 +141,18 @@ class _QuietLibraries(pylogging.Filter):
   """Orbax logs every file rename at INFO and JAX its search for a TPU; keep our progress lines readable."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
-    if ("orbax" in record.pathname and record.exc_info) or record.getMessage().startswith("Task exception was never retrieved"):
+    if ("orbax" in record.pathname and record.exc_info) or _unretrieved_disk_full(record):
       return False  # a failed save's tracebacks from Orbax's threads: checkpoint.save reports it in one line
     noisy = "orbax" in record.pathname or record.pathname.endswith("xla_bridge.py")
     return record.levelno >= pylogging.WARNING or not noisy
+
+
+def _unretrieved_disk_full(record: pylogging.LogRecord) -> bool:
+  """asyncio's "Task (or _GatheringFuture) exception was never retrieved" for a write that failed on a full disk:
+  the save's other in-flight writes, collected after checkpoint.save has reported the failure."""
+  first = record.getMessage().split("\n", 1)[0]
+  return first.endswith("exception was never retrieved") and (
+      record.exc_info is None or record.exc_info[1] is None or checkpoint.is_disk_full(record.exc_info[1]))
 
 
 def quiet_logging() -> None:
