@@ -119,6 +119,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.outer.label_lr = 0.0  # for learned labels (synthetic.label_mode soft/real); 0 = outer.lr
   c.outer.clip = 1.0  # global-norm clipping of the meta-gradient (0 = off)
   c.outer.real_batch_size = 64
+  # The meta-loss's real rows: only training rows of at least this many tokens ([CLS], [SEP] included; 0 = all).
+  # SST-2 trains on the phrases of its parse trees but is scored on whole sentences (configs/sst2.py).
+  c.outer.real_min_tokens = 0
   c.outer.inits_per_step = 1
   c.outer.warmup_steps = 0  # linear warm-up of both outer learning rates
   c.outer.eval_every = 0  # score the set on held-out training rows every k steps (0 = never)

@@ -134,6 +134,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       (o.clip >= 0 and math.isfinite(o.clip), "outer.clip must be a finite number >= 0 (0 = off)"),
       (o.warmup_steps >= 0, "outer.warmup_steps must be >= 0"),
       (o.real_batch_size >= 1, "outer.real_batch_size must be >= 1"),
+      (0 <= o.real_min_tokens <= d.max_len, "outer.real_min_tokens must be in [0, data.max_len] (0 = every row)"),
       (o.inits_per_step >= 1, "outer.inits_per_step must be >= 1"),
       (o.log_every >= 1, "outer.log_every must be >= 1"),
       (o.checkpoint_every >= 1, "outer.checkpoint_every must be >= 1"),

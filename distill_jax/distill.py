@@ -142,6 +142,21 @@ def check_resumable(cfg: ml_collections.ConfigDict, workdir: str) -> None:
   checkpoint.check_resumable(os.path.join(workdir, "checkpoints"), cfg.to_dict())
 
 
+def meta_loss_rows(train: data.Split, min_tokens: int) -> data.Split:
+  """The training rows the meta-loss scores: those of at least `min_tokens` tokens, so that a split of short
+  phrases (SST-2's) can target the whole sentences it is scored on."""
+  if not min_tokens:
+    return train
+  tokens = train.attention_mask.sum(axis=1)
+  if tokens.max() < min_tokens:
+    raise UserError(f"outer.real_min_tokens={min_tokens} leaves no training rows (the longest has {tokens.max()} "
+                    f"tokens); lower it to at most {tokens.max()}")
+  kept = train.subset(tokens >= min_tokens)
+  logging.info("the meta-loss scores the %d of %d training rows with %d tokens or more", len(kept), len(train),
+               min_tokens)
+  return kept
+
+
 def distill_and_save(exp, workdir: str) -> dict:
   """Runs (or resumes) distillation, checkpointing every `outer.checkpoint_every` steps (and after
   `checkpoint.MAX_UNSAVED_SECONDS` of wall-clock without a save) and scoring the set on held-out
@@ -162,11 +177,11 @@ def distill_and_save(exp, workdir: str) -> dict:
                       cfg.inner.lr)
     logging.info("resumed from step %d", step)
   state, static = ckpt["state"], ckpt["static"]
-  n_train = len(exp.train)
-  if cfg.outer.real_batch_size > n_train:
+  train = meta_loss_rows(exp.train, cfg.outer.real_min_tokens)
+  if cfg.outer.real_batch_size > len(train):
     logging.warning("outer.real_batch_size=%d exceeds the %d training rows: each outer step scores all of them",
-                    cfg.outer.real_batch_size, n_train)
-  real = exp.device_split(exp.train)
+                    cfg.outer.real_batch_size, len(train))
+  real = exp.device_split(train)
   mesh = parallel.mesh_from_config(cfg)
   if mesh is not None:
     real = parallel.replicate(real, mesh)

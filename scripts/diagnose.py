@@ -1,6 +1,6 @@
 """Diagnosis of why bilevel distillation through BERT fails (issue: make it work).
 
-Five measurements, each written to results/diagnosis/<name>.json:
+Six measurements, each written to results/diagnosis/<name>.json:
 
 - `ceiling`: accuracy after T steps of the inner optimizer on REAL minibatches
   of 64 from the θ0 distribution, for T in --steps, momentum SGD and Adam; step
@@ -30,6 +30,9 @@ Five measurements, each written to results/diagnosis/<name>.json:
   since), on all held-out rows and on the eval split, each by --seeds fresh θ0
   (seed offset 3000, as the checks). It tells whether a run's recorded checks
   can choose its step.
+- `lengths`: a run's kept checkpoints scored the same way on held-out
+  training rows and on the eval split, each cut into buckets of token count.
+  It tells whether the checks and the evaluation score the same kind of text.
 
 Usage:
   python scripts/diagnose.py ceiling --config=configs/paper.py:sst2 --steps=10,100,300,1000
@@ -42,6 +45,7 @@ Usage:
       --per_class=10,100,1000,0 --superpose=1,10,100,300 --seeds=5
   python scripts/diagnose.py checks --run=runs/tiny_small/rotten_tomatoes_d4/distill --seeds=10 --tag=d4
       (the run's saved config is used; --config is not needed)
+  python scripts/diagnose.py lengths --run=runs/budgets/sst2_minilm_1pc_olr3e-3/distill --seeds=10 --tag=olr3e-3
 """
 
 from __future__ import annotations
@@ -75,7 +79,10 @@ flags.DEFINE_bool("freeze_word_table", False, "Ceiling with the word-embedding t
                   "all synthetic embeddings can do (they bypass it).")
 flags.DEFINE_list("per_class", ["10", "100", "1000", "0"], "coverage: real examples per class (0 = all).")
 flags.DEFINE_list("superpose", ["1", "10", "100", "300"], "coverage: real examples superposed per synthetic one.")
-flags.DEFINE_string("run", "", "checks: a distillation workdir (its config_distill.json and checkpoints/).")
+flags.DEFINE_string("run", "", "checks, lengths: a distillation workdir (its config_distill.json and checkpoints/).")
+flags.DEFINE_list("length_bounds", ["8", "16", "24"], "lengths: upper bounds of the token-count buckets.")
+flags.DEFINE_list("length_splits", ["holdout", "eval"], "lengths: the row sets to cut (holdout alone, to choose a "
+                  "setting without looking at the split a result reports).")
 flags.DEFINE_string("tag", "", "Suffix of the result file name, so extra runs (e.g. T=1000) add rows instead of replacing.")
 FLAGS = flags.FLAGS
 
@@ -180,17 +187,16 @@ def pooling_stats(cfg) -> dict:
               relative_spread=out)
 
 
-def checks(run: str) -> tuple[ml_collections.ConfigDict, dict]:
+def _load_run(run: str) -> tuple[ml_collections.ConfigDict, experiment.Experiment]:
   with open(os.path.join(run, "config_distill.json")) as f:
     cfg = ml_collections.ConfigDict(config.upgrade(json.load(f)["config"]))
-  exp = experiment.setup(cfg)
+  return cfg, experiment.setup(cfg)
+
+
+def _score_steps(run: str, cfg: ml_collections.ConfigDict, exp, rows: dict) -> list[dict]:
+  """Each kept checkpoint of `run`, trained on by --seeds fresh θ0 (the checks' seeds), scored on each row set."""
   syn, _, _ = synthetic.initial_set(exp)
   spec = fit.InnerSpec.from_config(cfg)
-  n = min(cfg.outer.eval_rows, len(exp.holdout))
-  # data.holdout's draw, back in file order: the rows the checks scored before it kept the draw order.
-  drawn = data.splits.held_out_indices(len(exp.train) + len(exp.holdout), len(exp.holdout), cfg.seed)
-  rows = {"file_order_prefix": exp.holdout.subset(np.argsort(drawn)[:n]),
-          "random_prefix": exp.holdout.subset(np.arange(n)), "all_holdout": exp.holdout, "eval_split": exp.eval}
   with open(os.path.join(run, "metrics.jsonl")) as f:
     recorded = {m["step"]: m["holdout_accuracy"] for m in map(json.loads, f) if "holdout_accuracy" in m}
   mngr = checkpoint.manager(evaluate.checkpoint_dir(run), create=False)
@@ -204,10 +210,43 @@ def checks(run: str) -> tuple[ml_collections.ConfigDict, dict]:
               for name, split in rows.items()}
     steps.append(dict(step=step, recorded_check=recorded.get(step), **scores))
     print(step, {k: round(100 * v["mean"], 2) for k, v in scores.items()}, flush=True)
+  return steps
+
+
+def checks(run: str) -> tuple[ml_collections.ConfigDict, dict]:
+  cfg, exp = _load_run(run)
+  n = min(cfg.outer.eval_rows, len(exp.holdout))
+  # data.holdout's draw, back in file order: the rows the checks scored before it kept the draw order.
+  drawn = data.splits.held_out_indices(len(exp.train) + len(exp.holdout), len(exp.holdout), cfg.seed)
+  rows = {"file_order_prefix": exp.holdout.subset(np.argsort(drawn)[:n]),
+          "random_prefix": exp.holdout.subset(np.arange(n)), "all_holdout": exp.holdout, "eval_split": exp.eval}
   counts = {name: np.bincount(rows[name].labels, minlength=exp.num_classes).tolist()
             for name in ("file_order_prefix", "random_prefix")}
   return cfg, dict(dataset=exp.spec.name, run=run, model=cfg.model.to_dict(), init=cfg.init.to_dict(), rows=n,
-                   eval_split=cfg.data.eval_split or exp.spec.eval_split, class_counts=counts, steps=steps)
+                   eval_split=cfg.data.eval_split or exp.spec.eval_split, class_counts=counts,
+                   steps=_score_steps(run, cfg, exp, rows))
+
+
+def lengths(run: str) -> tuple[ml_collections.ConfigDict, dict]:
+  """The held-out training rows and the eval split (--length_splits), each cut into --length_bounds buckets of non-padding tokens
+  ([CLS] and [SEP] included). SST-2's training split holds the phrases of its parse trees (43% of rows have 5
+  words or fewer) and its validation split whole sentences (3%): the checks score the former, evaluation the latter."""
+  cfg, exp = _load_run(run)
+  bounds = [0, *map(int, FLAGS.length_bounds), cfg.data.max_len]
+  rows, counts = {}, {}
+  for name, split in (("holdout", exp.holdout), ("eval", exp.eval)):
+    if name not in FLAGS.length_splits:
+      continue
+    tokens = split.attention_mask.sum(axis=1)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+      idx = np.flatnonzero((tokens > lo) & (tokens <= hi))
+      if not len(idx):
+        continue
+      key = f"{name}_{lo + 1}-{hi}"
+      rows[key], counts[key] = split.subset(idx), np.bincount(split.labels[idx], minlength=exp.num_classes).tolist()
+    rows[name], counts[name] = split, np.bincount(split.labels, minlength=exp.num_classes).tolist()
+  return cfg, dict(dataset=exp.spec.name, run=run, eval_split=cfg.data.eval_split or exp.spec.eval_split,
+                   bounds=bounds, class_counts=counts, steps=_score_steps(run, cfg, exp, rows))
 
 
 def main(argv) -> None:
@@ -216,6 +255,8 @@ def main(argv) -> None:
   os.makedirs(FLAGS.out, exist_ok=True)
   if cmd == "checks":
     cfg, result = checks(FLAGS.run)
+  elif cmd == "lengths":
+    cfg, result = lengths(FLAGS.run)
   elif cmd == "ceiling":
     result = ceiling(cfg)
   elif cmd == "gradients":
@@ -229,7 +270,7 @@ def main(argv) -> None:
   elif cmd == "coverage":
     result = coverage(cfg)
   else:
-    raise app.UsageError("first argument: ceiling | gradients | pooling | coverage | checks")
+    raise app.UsageError("first argument: ceiling | gradients | pooling | coverage | checks | lengths")
   result["command"] = "python scripts/diagnose.py " + " ".join(sys.argv[1:])
   model = cfg.model.size if not cfg.model.pretrained else "pretrained"
   path = os.path.join(FLAGS.out, f"{cmd}_{cfg.data.dataset}_{model}{'_' + FLAGS.tag if FLAGS.tag else ''}.json")

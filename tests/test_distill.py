@@ -52,6 +52,21 @@ def test_distillation_changes_the_set_and_step_sizes(tmp_path):
   assert int(state["step"]) == 3
 
 
+def test_the_meta_loss_can_score_only_long_training_rows():
+  lengths = np.array([3, 12, 5, 20, 16])
+  mask = (np.arange(24)[None] < lengths[:, None]).astype(np.int32)
+  train = data.Split(mask * 7, mask, np.array([0, 1, 0, 1, 1], np.int32), list("abcde"))
+  assert distill.meta_loss_rows(train, 0) is train
+  kept = distill.meta_loss_rows(train, 12)
+  assert kept.texts == ["b", "d", "e"] and kept.attention_mask.sum(axis=1).tolist() == [12, 20, 16]
+  with pytest.raises(UserError, match="outer.real_min_tokens=21 leaves no training rows .*lower it to at most 20"):
+    distill.meta_loss_rows(train, 21)
+  cfg = default.get_config()
+  cfg.outer.real_min_tokens = cfg.data.max_len + 1
+  with pytest.raises(UserError, match=r"outer.real_min_tokens must be in \[0, data.max_len\]"):
+    config.validate(cfg)
+
+
 @pytest.mark.parametrize("label_lr", [0.0, 0.5])
 def test_learned_labels_take_their_own_outer_learning_rate(label_lr):
   cfg = default.get_config()
