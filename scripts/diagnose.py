@@ -80,6 +80,7 @@ flags.DEFINE_bool("freeze_word_table", False, "Ceiling with the word-embedding t
 flags.DEFINE_list("per_class", ["10", "100", "1000", "0"], "coverage: real examples per class (0 = all).")
 flags.DEFINE_list("superpose", ["1", "10", "100", "300"], "coverage: real examples superposed per synthetic one.")
 flags.DEFINE_string("run", "", "checks, lengths: a distillation workdir (its config_distill.json and checkpoints/).")
+flags.DEFINE_list("checkpoint_steps", [], "checks, lengths: the kept steps to score (default: all).")
 flags.DEFINE_list("length_bounds", ["8", "16", "24"], "lengths: upper bounds of the token-count buckets.")
 flags.DEFINE_list("length_splits", ["holdout", "eval"], "lengths: the row sets to cut (holdout alone, to choose a "
                   "setting without looking at the split a result reports).")
@@ -202,6 +203,8 @@ def _score_steps(run: str, cfg: ml_collections.ConfigDict, exp, rows: dict) -> l
   mngr = checkpoint.manager(evaluate.checkpoint_dir(run), create=False)
   steps = []
   for step in sorted(mngr.all_steps()):
+    if FLAGS.checkpoint_steps and str(step) not in FLAGS.checkpoint_steps:
+      continue
     saved = checkpoint.restore_step(mngr, step)
     learned, static = jax.tree_util.tree_map(jnp.asarray, (saved["state"]["learned"], saved["static"]))
     arrays, lrs = syn.materialize(learned["data"], static), synthetic.step_sizes(learned["lr"], spec.lr_param)
@@ -246,7 +249,7 @@ def lengths(run: str) -> tuple[ml_collections.ConfigDict, dict]:
       rows[key], counts[key] = split.subset(idx), np.bincount(split.labels[idx], minlength=exp.num_classes).tolist()
     rows[name], counts[name] = split, np.bincount(split.labels, minlength=exp.num_classes).tolist()
   return cfg, dict(dataset=exp.spec.name, run=run, eval_split=cfg.data.eval_split or exp.spec.eval_split,
-                   bounds=bounds, class_counts=counts, steps=_score_steps(run, cfg, exp, rows))
+                   outer=cfg.outer.to_dict(), bounds=bounds, class_counts=counts, steps=_score_steps(run, cfg, exp, rows))
 
 
 def main(argv) -> None:

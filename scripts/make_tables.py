@@ -473,6 +473,37 @@ def checks_table() -> str:
   return with_commands(rows, runs, named=False)
 
 
+def lengths_table() -> str:
+  """Runs' kept checkpoints scored on held-out training rows (and the eval split) by token-count bucket; the
+  rows of at least LONG tokens combined per model (the same θ0 score every bucket)."""
+  runs = load("diagnosis/lengths_*.json")
+  bounds = next(iter(runs.values()))["bounds"]
+  assert all(r["bounds"] == bounds for r in runs.values()), "one table needs one set of buckets"
+  buckets = [f"{lo + 1}-{hi}" for lo, hi in zip(bounds[:-1], bounds[1:])]
+  rows = ["| run | outer.lr | outer.real_min_tokens | outer step | rows | "
+          + " | ".join(f"{b} tokens" for b in buckets) + f" | {LONG} tokens or more | all | models |",
+          "|---" * (len(buckets) + 8) + "|"]
+  for name, r in runs.items():
+    for split in ("holdout", "eval"):
+      if split not in r["class_counts"]:
+        continue
+      keys = [f"{split}_{b}" for b in buckets]
+      long = [k for k, lo in zip(keys, bounds[:-1]) if lo + 1 >= LONG and k in r["class_counts"]]
+      sizes = [sum(r["class_counts"][k]) for k in long]
+      for s in r["steps"]:
+        accs = [sum(a * n for a, n in zip(seed, sizes)) / sum(sizes) for seed in zip(*(s[k]["accs"] for k in long))]
+        mean = sum(accs) / len(accs)
+        cells = [f"{mean_std(s[k])} ({sum(r['class_counts'][k])})" if k in s else "—" for k in keys]
+        what = "held-out training" if split == "holdout" else r["eval_split"]
+        rows.append(f"| `{r['run']}` | {r['outer']['lr']:g} | {r['outer'].get('real_min_tokens', 0)} | {s['step']} | "
+                    f"{what} | {' | '.join(cells)} | {mean_std(dict(mean=mean, std=(sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5))} "
+                    f"({sum(sizes)}) | {mean_std(s[split])} | {s[split]['n']} |")
+  return with_commands(rows, runs, named=False)
+
+
+LONG = 17  # the SST-2 probe's outer.real_min_tokens: its meta-loss scores only rows this long
+
+
 SET_KINDS = {"direct": "embeddings", "addressable": "addressable", "tokens": "token distributions"}
 
 
@@ -579,6 +610,7 @@ def benchmark_table() -> str:
 TABLES = {"quickstart": quickstart, "recipes": recipes_table, "references": references_table,
           "budgets": budgets_table, "targets": targets_table, "attention": attention_table, "small_sets": small_sets_table, "faults": faults_table, "table1": table1, "table2": table2, "ceiling": ceiling_table, "gradients": gradient_table,
           "pooling": pooling_table, "coverage": coverage_table, "checks": checks_table,
+          "lengths": lengths_table,
           "remedies": remedies_table, "sensitivity": sensitivity_table,
           "addressable": addressable_table, "benchmark": benchmark_table,
           "host_classes": host_classes_table}
