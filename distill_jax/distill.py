@@ -148,9 +148,10 @@ def meta_loss_rows(train: data.Split, min_tokens: int) -> data.Split:
   if not min_tokens:
     return train
   tokens = train.attention_mask.sum(axis=1)
-  if tokens.max() < min_tokens:
-    raise UserError(f"outer.real_min_tokens={min_tokens} leaves no training rows (the longest has {tokens.max()} "
-                    f"tokens); lower it to at most {tokens.max()}")
+  longest = int(tokens.max())
+  if longest < min_tokens:
+    raise UserError(f"outer.real_min_tokens={min_tokens} leaves no training rows (the longest has {longest} "
+                    f"tokens); lower it to at most {longest}")
   kept = train.subset(tokens >= min_tokens)
   logging.info("the meta-loss scores the %d of %d training rows with %d tokens or more", len(kept), len(train),
                min_tokens)

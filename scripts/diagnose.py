@@ -231,12 +231,12 @@ def checks(run: str) -> tuple[ml_collections.ConfigDict, dict]:
 
 
 def lengths(run: str) -> tuple[ml_collections.ConfigDict, dict]:
-  """The held-out training rows and the eval split (--length_splits), each cut into --length_bounds buckets of non-padding tokens
-  ([CLS] and [SEP] included). SST-2's training split holds the phrases of its parse trees (43% of rows have 5
-  words or fewer) and its validation split whole sentences (3%): the checks score the former, evaluation the latter."""
+  """The held-out training rows and the eval split (--length_splits), each cut into --length_bounds buckets of
+  non-padding tokens ([CLS] and [SEP] included). SST-2's training split holds the phrases of its parse trees and
+  its validation split whole sentences: the checks score the former, evaluation the latter."""
   cfg, exp = _load_run(run)
   bounds = [0, *map(int, FLAGS.length_bounds), cfg.data.max_len]
-  rows, counts = {}, {}
+  rows = {}
   for name, split in (("holdout", exp.holdout), ("eval", exp.eval)):
     if name not in FLAGS.length_splits:
       continue
@@ -246,8 +246,9 @@ def lengths(run: str) -> tuple[ml_collections.ConfigDict, dict]:
       if not len(idx):
         continue
       key = f"{name}_{lo + 1}-{hi}"
-      rows[key], counts[key] = split.subset(idx), np.bincount(split.labels[idx], minlength=exp.num_classes).tolist()
-    rows[name], counts[name] = split, np.bincount(split.labels, minlength=exp.num_classes).tolist()
+      rows[key] = split.subset(idx)
+    rows[name] = split
+  counts = {name: np.bincount(split.labels, minlength=exp.num_classes).tolist() for name, split in rows.items()}
   return cfg, dict(dataset=exp.spec.name, run=run, eval_split=cfg.data.eval_split or exp.spec.eval_split,
                    outer=cfg.outer.to_dict(), bounds=bounds, class_counts=counts, steps=_score_steps(run, cfg, exp, rows))
 

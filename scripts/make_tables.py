@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -473,6 +474,9 @@ def checks_table() -> str:
   return with_commands(rows, runs, named=False)
 
 
+LONG = 17  # the SST-2 probe's outer.real_min_tokens: its meta-loss scores only rows this long
+
+
 def lengths_table() -> str:
   """Runs' kept checkpoints scored on held-out training rows (and the eval split) by token-count bucket; the
   rows of at least LONG tokens combined per model (the same θ0 score every bucket)."""
@@ -492,16 +496,12 @@ def lengths_table() -> str:
       sizes = [sum(r["class_counts"][k]) for k in long]
       for s in r["steps"]:
         accs = [sum(a * n for a, n in zip(seed, sizes)) / sum(sizes) for seed in zip(*(s[k]["accs"] for k in long))]
-        mean = sum(accs) / len(accs)
+        combined = dict(mean=statistics.fmean(accs), std=statistics.pstdev(accs))  # as evaluate.summary (np.std)
         cells = [f"{mean_std(s[k])} ({sum(r['class_counts'][k])})" if k in s else "—" for k in keys]
         what = "held-out training" if split == "holdout" else r["eval_split"]
         rows.append(f"| `{r['run']}` | {r['outer']['lr']:g} | {r['outer'].get('real_min_tokens', 0)} | {s['step']} | "
-                    f"{what} | {' | '.join(cells)} | {mean_std(dict(mean=mean, std=(sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5))} "
-                    f"({sum(sizes)}) | {mean_std(s[split])} | {s[split]['n']} |")
+                    f"{what} | {' | '.join(cells)} | {mean_std(combined)} ({sum(sizes)}) | {mean_std(s[split])} | {s[split]['n']} |")
   return with_commands(rows, runs, named=False)
-
-
-LONG = 17  # the SST-2 probe's outer.real_min_tokens: its meta-loss scores only rows this long
 
 
 SET_KINDS = {"direct": "embeddings", "addressable": "addressable", "tokens": "token distributions"}
