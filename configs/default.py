@@ -120,7 +120,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.outer.clip = 1.0  # global-norm clipping of the meta-gradient (0 = off)
   c.outer.real_batch_size = 64
   # The meta-loss's real rows: only training rows of at least this many tokens ([CLS], [SEP] included; 0 = all).
-  # SST-2 trains on the phrases of its parse trees but is scored on whole sentences (docs/diagnosis.md section 8).
+  # SST-2 trains on the phrases of its parse trees but is scored on whole sentences: its recipe uses 17
+  # (configs/recipes.py, docs/diagnosis.md section 8).
   c.outer.real_min_tokens = 0
   c.outer.inits_per_step = 1
   c.outer.warmup_steps = 0  # linear warm-up of both outer learning rates

@@ -26,17 +26,19 @@ from distill_jax.data.registry import get_spec  # noqa: E402  (references put th
 DATASETS = ("sst2", "rotten_tomatoes", "imdb", "ag_news")
 NAMES = {"sst2": "SST-2", "rotten_tomatoes": "Rotten Tomatoes", "imdb": "IMDB",
          "ag_news": "AG News (train test[:6000], eval test[6000:])", "trec": "TREC (eval on test)"}
-# The recipes of configs/recipes.py: dataset → its config file; variant → (name, config suffix, measured runs
-# of the same setting from before the recipes existed, by dataset).
+# The recipes of configs/recipes.py: dataset → its config file; variant → (name, config suffix, by dataset the
+# measured run of the recipe's current setting where results/recipes/ has none: runs from before the recipes
+# existed, and for SST-2 MiniLM, whose recipe changed later (docs/diagnosis.md section 8), its budget run).
 RECIPE_DATASETS = (*DATASETS, "trec")
 RECIPE_CONFIGS = {"sst2": "configs/sst2.py", "rotten_tomatoes": "configs/rotten_tomatoes.py",
                   "imdb": "configs/imdb.py", "ag_news": "configs/agnews.py", "trec": "configs/trec.py"}
 RECIPES = {
-    "minilm": ("MiniLM-L6 1/class", "", {d: f"minilm_{d}" for d in DATASETS}),
-    "tiny": ("BERT-Tiny 1/class", ":tiny", {"sst2": "tiny_superpose_1pc_sst2_300",
-                                            "rotten_tomatoes": "tiny_superpose_1pc_rotten_tomatoes",
-                                            "imdb": "tiny_superpose_1pc_imdb_150",
-                                            "ag_news": "tiny_superpose_1pc_ag_news_300"}),
+    "minilm": ("MiniLM-L6 1/class", "", {**{d: f"remedies/minilm_{d}" for d in DATASETS},
+                                         "sst2": "budgets/sst2_minilm_1pc"}),
+    "tiny": ("BERT-Tiny 1/class", ":tiny", {"sst2": "remedies/tiny_superpose_1pc_sst2_300",
+                                            "rotten_tomatoes": "remedies/tiny_superpose_1pc_rotten_tomatoes",
+                                            "imdb": "remedies/tiny_superpose_1pc_imdb_150",
+                                            "ag_news": "remedies/tiny_superpose_1pc_ag_news_300"}),
 }
 PAPER_TINY = {"sst2": 80.96, "rotten_tomatoes": 78.99, "imdb": 87.44, "ag_news": 93.22}
 PAPER_DISTILLED = {"sst2": 61, "rotten_tomatoes": 57, "imdb": 62, "ag_news": 36}
@@ -292,8 +294,14 @@ def targets_table() -> str:
   return "\n".join(rows)
 
 
+# The run without attention labels of the same recipe, where results/budgets/<run>.json is not: SST-2's recipe
+# changed after its attention run (docs/diagnosis.md section 8).
+ATTENTION_BASE = {"sst2_minilm_1pc": "diagnosis/budget_sst2_minilm_1pc_before_long17"}
+
+
 def attention_table() -> str:
-  """results/attention/<run>.json (attention labels) against results/budgets/<run>.json (the same recipe without)."""
+  """results/attention/<run>.json (attention labels) against the same recipe without (ATTENTION_BASE, else
+  results/budgets/<run>.json)."""
   runs = load("attention/*.json")
   if not runs:
     return "Not measured yet."
@@ -301,7 +309,8 @@ def attention_table() -> str:
           "% of full (without → with) | teacher | λ | learned floats (without → with) |",
           "|---|---|---|---|---|---|---|---|---|---|"]
   for name, r in runs.items():
-    base = load(f"budgets/{name}.json").get(name)
+    base_name = ATTENTION_BASE.get(name, f"budgets/{name}")
+    base = load(f"{base_name}.json").get(os.path.basename(base_name))
     f, mark = reference("minilm", r["dataset"])
     share = lambda x: f"{100 * x['distilled']['mean'] / f:.0f}%" if f and x else "—"
     gain = f"{100 * (r['distilled']['mean'] - base['distilled']['mean']):+.2f}" if base else "—"
@@ -316,14 +325,14 @@ def attention_table() -> str:
 
 def recipes_table() -> str:
   """One row per dataset and recipe: a results/recipes/ run of the recipe when one exists (for AG News
-  MiniLM, the quick start's), else the earlier measured run of its setting (results/remedies/). Larger
+  MiniLM, the quick start's), else the measured run of its current setting (RECIPES). Larger
   budgets are the budget table's (results/budgets/), measured with coresets beside them."""
   rows = ["| dataset | recipe | outer steps | distilled | random real subset | real-data ceiling | models | "
           "full data | % of full | distillation, min | result file |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for d in RECIPE_DATASETS:
     for variant, (label, suffix, earlier) in RECIPES.items():
       names = [f"recipes/{d}_{variant}", *(["recipes/quickstart_ag_news"] if (d, variant) == ("ag_news", "minilm")
-                                          else []), *([f"remedies/{earlier[d]}"] if d in earlier else [])]
+                                          else []), *([earlier[d]] if d in earlier else [])]
       found = [(n, load(f"{n}.json").get(os.path.basename(n))) for n in names]
       name, r = next(((n, r) for n, r in found if r is not None), (None, None))
       recipe = f"{label} (`{RECIPE_CONFIGS[d]}{suffix}`)"
