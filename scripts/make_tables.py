@@ -483,25 +483,24 @@ def checks_table() -> str:
   return with_commands(rows, runs, named=False)
 
 
-LONG = 17  # the SST-2 probe's outer.real_min_tokens: its meta-loss scores only rows this long
-
-
 def lengths_table() -> str:
   """Runs' kept checkpoints scored on held-out training rows (and the eval split) by token-count bucket; the
-  rows of at least LONG tokens combined per model (the same θ0 score every bucket)."""
+  rows of at least `long_rows` tokens (the largest outer.real_min_tokens among the runs: the rows its meta-loss
+  scores) combined per model (the same θ0 score every bucket)."""
   runs = load("diagnosis/lengths_*.json")
+  long_rows = max(r["outer"].get("real_min_tokens", 0) for r in runs.values())
   bounds = next(iter(runs.values()))["bounds"]
   assert all(r["bounds"] == bounds for r in runs.values()), "one table needs one set of buckets"
   buckets = [f"{lo + 1}-{hi}" for lo, hi in zip(bounds[:-1], bounds[1:])]
   rows = ["| run | outer.lr | outer.real_min_tokens | outer step | rows | "
-          + " | ".join(f"{b} tokens" for b in buckets) + f" | {LONG} tokens or more | all | models |",
+          + " | ".join(f"{b} tokens" for b in buckets) + f" | {long_rows} tokens or more | all | models |",
           "|---" * (len(buckets) + 8) + "|"]
   for name, r in runs.items():
     for split in ("holdout", "eval"):
       if split not in r["class_counts"]:
         continue
       keys = [f"{split}_{b}" for b in buckets]
-      long = [k for k, lo in zip(keys, bounds[:-1]) if lo + 1 >= LONG and k in r["class_counts"]]
+      long = [k for k, lo in zip(keys, bounds[:-1]) if lo + 1 >= long_rows and k in r["class_counts"]]
       sizes = [sum(r["class_counts"][k]) for k in long]
       for s in r["steps"]:
         accs = [sum(a * n for a, n in zip(seed, sizes)) / sum(sizes) for seed in zip(*(s[k]["accs"] for k in long))]
